@@ -39,3 +39,5 @@ EXIT_SIGNAL_BASE = 128
 # Seconds between SIGTERM and SIGKILL when the child's group is stopped.
 DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_MAX_UPLOAD_MB = 100
+# Seconds the wrapper keeps delivering after its last run before leaving the rest to the journal.
+DEFAULT_DRAIN_SECONDS = 30.0

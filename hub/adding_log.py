@@ -1,0 +1,108 @@
+"""IntegrationWrapperAddingLog.py: add one log record to the running run of an
+integration (SPEC §6). When OneVizion cannot be reached, the record waits in the
+journal (exit 75) and the next invocation of any script delivers it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from typing import Optional, Sequence
+
+from hub import cli, context, lines, wrapper_log
+from hub import vocabulary as V
+from hub.api import exact
+from hub.errors import ApiError, NotFoundError, UnreachableError
+
+SCRIPT = "IntegrationWrapperAddingLog"
+REPLAY_SECONDS = 5.0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = cli.parse(cli.adding_log_parser(), argv)
+    log = wrapper_log.setup(args.log_dir, SCRIPT)
+    state = {}
+
+    def body() -> int:
+        ctx = state["ctx"] = context.open_context(args, log)
+        context.replay(ctx, REPLAY_SECONDS)
+        return add_log(ctx, args)
+
+    try:
+        return cli.run_command(body, logger=log, secrets=lambda: state["ctx"].installation.secrets())
+    finally:
+        if "ctx" in state:
+            state["ctx"].close()
+        wrapper_log.close(log)
+
+
+def latest_running_run(ctx: context.Context, integration_key: str) -> str:
+    """The integration's newest run whose status is Running (exit 4 when there is none)."""
+    s = ctx.schema
+    try:
+        integration = ctx.api.find(s.integration.trackor_type, {"TRACKOR_KEY": exact(integration_key)}, [s.integration.name])
+        if not integration:
+            raise NotFoundError(f"no Integration with ID {integration_key!r} in OneVizion")
+        runs = ctx.api.find(s.run.trackor_type,
+                            {s.run.status: exact(s.run.running),
+                             f"{s.integration.trackor_type}.TRACKOR_KEY": exact(integration_key)},
+                            [s.run.start], sort=f"{s.run.start}:desc")
+    except ApiError as exc:
+        raise UnreachableError(exc.message) from None
+    if not runs:
+        raise NotFoundError(f"integration {integration_key} has no run with status {s.run.running!r}")
+    return runs[0]["TRACKOR_KEY"]
+
+
+def target_run(ctx: context.Context, args) -> str:
+    """-r, else HUB_RUN_ID when the wrapper set it for this integration, else the latest Running run."""
+    if args.run_id:
+        return args.run_id
+    if os.environ.get("HUB_RUN_ID") and os.environ.get("HUB_INTEGRATION_ID") == args.integration_id:
+        return os.environ["HUB_RUN_ID"]
+    try:
+        return latest_running_run(ctx, args.integration_id)
+    except UnreachableError:
+        local = ctx.journal.open_run_of(args.integration_id)
+        if local:
+            return local
+        raise
+
+
+def add_log(ctx: context.Context, args) -> int:
+    run_key = target_run(ctx, args)
+    log = ctx.schema.log
+    now = time.time()
+    key = f"{run_key}-X{int(now * 1000):x}{secrets.token_hex(2)}"
+    fields = {"TRACKOR_KEY": key, log.date_time: ctx.now_text(now), log.message_type: log.type_value(args.message_type),
+              log.message: lines.cut_message(args.message),
+              log.description: (args.description if args.description is not None else args.message)[:V.DESCRIPTION_LIMIT]}
+    trackor_id = None
+    try:
+        trackor_id = ctx.api.create(log.trackor_type, fields, [(ctx.schema.run.trackor_type, run_key)])["TRACKOR_ID"]
+        if args.file:
+            with open(args.file, "rb") as stream:
+                ctx.api.upload(trackor_id, log.file, os.path.basename(args.file), stream)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise NotFoundError(f"run {run_key} not found in OneVizion ({exc.message})") from None
+        if not exc.transient and exc.status != 401:
+            raise
+        return journal_record(ctx, run_key, key, args, now, trackor_id, exc.message)
+    except UnreachableError as exc:
+        return journal_record(ctx, run_key, key, args, now, trackor_id, exc.message)
+    ctx.log.info("record %s added to run %s", key, run_key)
+    print(key)
+    return V.EXIT_OK
+
+
+def journal_record(ctx, run_key, key, args, now, trackor_id, reason) -> int:
+    ctx.journal.ensure_run(run_key, args.integration_id)
+    ctx.journal.add_record(run_key, key, args.message_type, args.message,
+                           args.description if args.description is not None else args.message,
+                           os.path.abspath(args.file) if args.file else None, now, trackor_id)
+    ctx.log.warning("record %s for run %s kept in the journal: %s", key, run_key, reason)
+    print(f"OneVizion unavailable ({reason}); record {key} kept in the local journal, the next invocation "
+          f"delivers it", file=sys.stderr)
+    return V.EXIT_JOURNALED

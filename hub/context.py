@@ -1,0 +1,113 @@
+"""What every invocation of the three scripts sets up first: its log, the parsed
+Passwords.json and Schema.json, the OneVizion connection, the journal, and the
+delivery of whatever earlier invocations left undelivered (SPEC §5 "Nothing is lost").
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from hub import config, vocabulary as V, wrapper_log
+from hub.api import OneVizion
+from hub.journal import Journal
+from hub.sender import Backoff, Sender, format_time
+
+JOURNAL_FILE = "journal.sqlite3"
+
+
+@dataclass
+class Context:
+    installation: object
+    schema: object
+    api: OneVizion
+    journal: Journal
+    log: object
+    log_dir: str
+    backoff: Backoff
+
+    @property
+    def tz(self):
+        return self.installation.tzinfo()
+
+    def now_text(self, at: Optional[float] = None) -> str:
+        return format_time(time.time() if at is None else at, self.tz)
+
+    def sender(self, max_upload_bytes: int = V.DEFAULT_MAX_UPLOAD_MB * 1_000_000, workers: int = 4) -> Sender:
+        return Sender(self.journal, self.api, self.schema, self.tz, self.log, max_upload_bytes,
+                      workers=workers, backoff=self.backoff)
+
+    def close(self) -> None:
+        self.api.close()
+        self.journal.close()
+        wrapper_log.close(self.log)
+
+
+def open_context(args, log) -> Context:
+    """Parse the configuration files named by the flags and open the journal and the connection."""
+    installation, warnings = config.load_passwords(args.passwords)
+    for warning in warnings:
+        log.warning(warning)
+    schema = config.load_schema(getattr(args, "schema", None))
+    journal = Journal(os.path.join(args.log_dir, JOURNAL_FILE))
+    if journal.damaged:
+        log.error("the journal was damaged and was moved aside to %s; a new one was started", journal.damaged)
+    backoff = Backoff(base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")),
+                      cap=float(os.environ.get("HUB_BACKOFF_CAP", "30")))
+    return Context(installation, schema, OneVizion(installation), journal, log, args.log_dir, backoff)
+
+
+def close_abandoned(ctx: Context, run) -> None:
+    """A run whose wrapper died (kill -9, reboot): close it with Warnings and say from when output may be missing."""
+    last = run["last_activity"] or run["started_at"]
+    ctx.journal.end_output(run["run_key"])
+    ctx.journal.add_note(run["run_key"], V.ERROR,
+                         f"The wrapper (pid {run['owner_pid']}) stopped before the run ended; "
+                         f"output after {ctx.now_text(last)} may be missing.")
+    ctx.journal.finish_run(run["run_key"], {ctx.schema.run.status: ctx.schema.run.warnings,
+                                            ctx.schema.run.finish: ctx.now_text(last)})
+    ctx.log.warning("run %s: its wrapper (pid %s) is gone; closed as %s", run["run_key"], run["owner_pid"],
+                    ctx.schema.run.warnings)
+
+
+def replay(ctx: Context, deadline_seconds: float, retry_rejected: bool = False) -> dict:
+    """Deliver what earlier invocations left in the journal; returns what was delivered and what remains."""
+    if retry_rejected:
+        ctx.journal.retry_rejected()
+    delivered = {"records": 0, "statuses": 0}
+    deadline = time.monotonic() + deadline_seconds
+    for run in ctx.journal.orphans():
+        if not ctx.journal.adopt(run):
+            continue
+        if run["supervised"] and run["final_fields"] is None:
+            close_abandoned(ctx, run)
+        sender = ctx.sender(workers=2)
+        done = sender.deliver(run["run_key"], deadline)
+        delivered["records"] += sender.delivered_records
+        delivered["statuses"] += sender.delivered_statuses
+        if not done:
+            ctx.journal.release(run["run_key"])
+            ctx.log.warning("run %s: replay incomplete: %s", run["run_key"], sender.last_error or sender.failure)
+        if time.monotonic() >= deadline:
+            break
+    if delivered["records"] or delivered["statuses"]:
+        ctx.log.info("replayed %d records and %d statuses from the journal", delivered["records"],
+                     delivered["statuses"])
+    return {**delivered, **{f"remaining_{k}": v for k, v in ctx.journal.owed().items()}}
+
+
+def replay_in_background(ctx: Context, deadline_seconds: float) -> threading.Thread:
+    """The wrapper's replay: in a thread, so the new run is not delayed by old ones."""
+    thread = threading.Thread(target=_safe_replay, args=(ctx, deadline_seconds), name="replay", daemon=True)
+    thread.start()
+    return thread
+
+
+def _safe_replay(ctx: Context, deadline_seconds: float) -> None:
+    try:
+        replay(ctx, deadline_seconds)
+    except Exception:
+        ctx.log.exception("replay of the journal failed")

@@ -1,0 +1,372 @@
+"""Delivery of one run's journal entries to OneVizion: the run itself, its Last Run
+update, its Log records (and their files) and, last, its final status.
+
+A few worker threads share one OneVizion connection pool. Each worker, when free,
+takes the next job under one planning lock. That is where records are formed: the
+lines waiting at that moment, consecutive ones of the same stream and type, become
+one record (up to the Description limit). A worker that keeps up finds one line
+waiting and sends one record per line; a child that outpaces delivery finds many
+waiting and gets fewer, larger records. Nothing is dropped or reordered: each
+record's key carries the sequence number of its first line.
+
+Transient failures (no answer, 5xx, 401) are retried with exponential backoff and
+jitter; a refusal (other 4xx) is logged and the record kept in the journal for
+`--replay`, so one bad record never blocks the final status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from datetime import datetime
+from typing import Callable, Dict, List, Optional, Set
+
+from hub import journal as J
+from hub import lines as L
+from hub import vocabulary as V
+from hub.api import OneVizion, exact
+from hub.errors import ApiError, UnreachableError
+
+PARSE_BYTES = 512 * 1024          # chunk bytes parsed at a time: bounds the wrapper's memory
+GROUP_ROWS = 4000                 # lines looked at when forming one record
+IDLE_WAIT = 0.5                   # seconds between looks for work from other processes
+
+
+class Backoff:
+    """Exponential backoff with full jitter; `base` and `cap` are injectable so fault tests are fast."""
+
+    def __init__(self, base: float = 0.5, cap: float = 30.0, rand: Callable[[], float] = random.random):
+        self.base, self.cap, self.rand = base, cap, rand
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap, self.base * (2 ** attempt)) * (0.5 + self.rand())
+
+
+def format_time(at: float, tz) -> str:
+    """OneVizion's date-time format, in the installation's time zone."""
+    return datetime.fromtimestamp(at, tz).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, UnreachableError) or (isinstance(exc, ApiError) and (exc.transient or exc.status == 401))
+
+
+class Sender:
+    """Delivers the journal entries of one run with `workers` threads."""
+
+    def __init__(self, journal: J.Journal, api: OneVizion, schema, tz, log: logging.Logger,
+                 max_upload_bytes: int, workers: int = 4, backoff: Optional[Backoff] = None):
+        self.journal, self.api, self.schema, self.tz, self.log = journal, api, schema, tz, log
+        self.max_upload_bytes = max_upload_bytes
+        self.workers = workers
+        self.backoff = backoff or Backoff()
+        self.plan_lock = threading.Lock()
+        self.changed = threading.Condition()
+        self.stopping = threading.Event()
+        self.in_flight: Set[object] = set()
+        self.threads: List[threading.Thread] = []
+        self.failure: Optional[str] = None      # a refusal that stops this run's delivery
+        self.delivered_records = 0
+        self.delivered_statuses = 0
+        self.last_error: Optional[str] = None
+
+    # -- control ----------------------------------------------------------------------
+
+    def start(self, run_key: str) -> None:
+        for n in range(self.workers):
+            thread = threading.Thread(target=self._work, args=(run_key,), name=f"sender-{n}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def wake(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_done(self, deadline: float) -> bool:
+        """Wait until the run is delivered or the deadline (time.monotonic()) passes; then stop."""
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        done = not any(t.is_alive() for t in self.threads)
+        self.stop()
+        return done and self.failure is None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake()
+        for thread in self.threads:
+            thread.join(5)
+
+    def deliver(self, run_key: str, deadline: float) -> bool:
+        """Deliver one run completely (or until the deadline): replays and helper scripts."""
+        self.stopping.clear()
+        self.threads = []
+        self.start(run_key)
+        return self.wait_done(deadline)
+
+    # -- the worker -------------------------------------------------------------------
+
+    def _work(self, run_key: str) -> None:
+        attempt = 0
+        while not self.stopping.is_set():
+            token, job = None, None
+            try:
+                with self.plan_lock:
+                    token, job = self._next_job(run_key)
+                if job == "done":
+                    self.wake()
+                    return
+                if job is None:
+                    with self.changed:
+                        self.changed.wait(IDLE_WAIT)
+                    continue
+                job()
+                attempt = 0
+            except (UnreachableError, ApiError) as exc:
+                if not _transient(exc):
+                    raise
+                self.last_error = exc.message
+                self.log.warning("run %s: delivery failed, will retry: %s", run_key, exc.message)
+                self.stopping.wait(self.backoff.delay(attempt))
+                attempt += 1
+            except Exception as exc:  # a bug must not kill delivery silently: log, stop this run's delivery
+                self.log.exception("run %s: delivery stopped by an internal error", run_key)
+                self.failure = f"internal error: {type(exc).__name__}: {exc}"
+                self.stopping.set()
+            finally:
+                if token is not None:
+                    with self.plan_lock:
+                        self.in_flight.discard(token)
+                    self.wake()
+
+    def _next_job(self, run_key: str):
+        """(in-flight token, job): a callable, None for nothing now, "done" when nothing is owed."""
+        if self.failure:
+            return None, "done"
+        run = self.journal.run(run_key)
+        if run is None:
+            return None, "done"
+        if not run["created"]:
+            if "create" in self.in_flight:
+                return None, None
+            self.in_flight.add("create")
+            return "create", lambda: self._create_run(run)
+        if run["last_run_fields"] and "last_run" not in self.in_flight:
+            self.in_flight.add("last_run")
+            return "last_run", lambda: self._send_last_run(run)
+        if self.journal.has_chunks(run_key) and self.journal.ungrouped_size(run_key) < 2 * V.DESCRIPTION_LIMIT:
+            self._parse(run)
+        for record in self.journal.unsent_records(run_key, self.in_flight):
+            self.in_flight.add(record)
+            return record, lambda: self._send_record(run, record)
+        record = self._group(run_key)
+        if record is not None:
+            self.in_flight.add(record)
+            return record, lambda: self._send_record(run, record)
+        if self.in_flight or self.journal.has_chunks(run_key) or self.journal.open_count(run_key):
+            return None, None
+        if run["final_fields"] and not run["final_done"]:
+            self.in_flight.add("final")
+            return "final", lambda: self._send_final(run)
+        if run["final_done"] or (run["output_closed"] and not run["supervised"]):
+            return None, "done"
+        return None, None
+
+    # -- chunks to lines to records -------------------------------------------------
+
+    def _parse(self, run) -> None:
+        run_key = run["run_key"]
+        chunks = self.journal.take_chunks(run_key, PARSE_BYTES)
+        state = J.load(run["leftover"]) or {}
+        splitters = {s: L.LineSplitter(state.get(s, "").encode("latin-1")) for s in (V.STDOUT, V.STDERR)}
+        seq = run["next_seq"]
+        parsed = []
+        for chunk in chunks:
+            stream = chunk["stream"]
+            if stream in splitters:
+                raws = splitters[stream].feed(chunk["data"])
+            elif stream == J.EOF_STREAM:
+                raws, stream = [], None
+                for name, splitter in splitters.items():
+                    for raw in splitter.finish():
+                        seq = self._add_line(parsed, run, seq, name, chunk["at"], raw)
+            else:  # a note of the hub's own: one record of the stated type
+                seq = self._add_note(parsed, seq, stream[len(J.NOTE_PREFIX):], chunk["at"],
+                                     chunk["data"].decode("utf-8", "replace"))
+                raws = []
+            for raw in raws:
+                seq = self._add_line(parsed, run, seq, stream, chunk["at"], raw)
+        leftover = {s: sp.leftover.decode("latin-1") for s, sp in splitters.items() if sp.leftover}
+        self.journal.store_parsed(run_key, [c["id"] for c in chunks], parsed, leftover, seq)
+
+    def _add_line(self, parsed, run, seq: int, stream: str, at: float, raw: bytes) -> int:
+        text = L.readable(raw)
+        file_path = self._printed_file(run, text) if stream == V.STDOUT else None
+        if stream == V.STDOUT and not run["read_stdout"] and not file_path:
+            return seq
+        mtype = L.message_type_for(stream, text)
+        if file_path:
+            size = os.path.getsize(file_path)
+            if size > self.max_upload_bytes:
+                return self._add_note(parsed, seq, V.WARNING, at,
+                                      f"{text}: file of {size / 1e6:.1f} MB not uploaded: over the upload limit "
+                                      f"of {self.max_upload_bytes / 1e6:.0f} MB (--max-upload-mb)")
+        for marker, part in L.describe_parts(L.split_long(text)):
+            parsed.append((seq, stream, at, mtype, part, marker, file_path))
+            seq += 1
+        return seq
+
+    @staticmethod
+    def _add_note(parsed, seq: int, mtype: str, at: float, text: str) -> int:
+        for marker, part in L.describe_parts(L.split_long(text)):
+            parsed.append((seq, "hub", at, mtype, part, marker, None))
+            seq += 1
+        return seq
+
+    @staticmethod
+    def _printed_file(run, text: str) -> Optional[str]:
+        """The regular file a stdout line names, if any (absolute or relative to the child's directory)."""
+        candidate = text.strip()
+        if not candidate or len(candidate) > 4096 or "\ufffd" in candidate:
+            return None
+        path = candidate if os.path.isabs(candidate) else os.path.join(run["cwd"] or ".", candidate)
+        try:
+            return os.path.abspath(path) if os.path.isfile(path) else None
+        except (OSError, ValueError):
+            return None
+
+    def _group(self, run_key: str) -> Optional[int]:
+        """Form the next record from the lines waiting now; returns its id or None."""
+        rows = self.journal.ungrouped(run_key, GROUP_ROWS)
+        if not rows:
+            return None
+        head = rows[0]
+        ids, size = [head["id"]], len(head["text"])
+        # A few lines waiting is a burst the workers can send one by one; more waiting
+        # than workers means the child outpaces delivery: merge.
+        if _mergeable(head) and len(rows) > self.workers:
+            for row in rows[1:]:
+                if not (_mergeable(row) and row["stream"] == head["stream"] and row["mtype"] == head["mtype"]):
+                    break
+                if size + 1 + len(row["text"]) > V.DESCRIPTION_LIMIT:
+                    break
+                ids.append(row["id"])
+                size += 1 + len(row["text"])
+        self.journal.group(ids)
+        return head["id"]
+
+    # -- the network jobs -------------------------------------------------------------
+
+    def _create_run(self, run) -> None:
+        schema = self.schema
+        fields = dict(J.load(run["create_fields"]) or {})
+        fields["TRACKOR_KEY"] = run["run_key"]
+        trackor_id = self._create(schema.run.trackor_type, fields, [(schema.integration.trackor_type,
+                                                                      run["integration_key"])])
+        if trackor_id is None:
+            self.failure = f"OneVizion refused to create run {run['run_key']}"
+            return
+        self.journal.mark_created(run["run_key"], trackor_id)
+        self.log.info("run %s created in OneVizion (trackor id %s)", run["run_key"], trackor_id)
+
+    def _send_last_run(self, run) -> None:
+        try:
+            if run["integration_id"]:
+                self.api.update(run["integration_id"], J.load(run["last_run_fields"]))
+        except ApiError as exc:
+            if _transient(exc):
+                raise
+            self.log.error("run %s: Last Run not set: %s", run["run_key"], exc.message)
+        self.journal.last_run_sent(run["run_key"])
+
+    def _send_record(self, run, record: int) -> None:
+        rows = self.journal.record_lines(record)
+        head = rows[0]
+        trackor_id = head["trackor_id"]
+        if head["state"] == J.PENDING:
+            key = head["log_key"] or f"{run['run_key']}-{head['seq']:06d}"
+            trackor_id = self._create(self.schema.log.trackor_type, self._record_fields(key, rows),
+                                      [(self.schema.run.trackor_type, run["run_key"])], record=record)
+            if trackor_id is None:
+                return
+            self.journal.set_record_state(record, J.CREATED if head["file_path"] else J.DELIVERED, trackor_id)
+        if head["file_path"]:
+            self._upload(run, trackor_id, head["file_path"])
+            self.journal.set_record_state(record, J.DELIVERED)
+        self.delivered_records += 1
+
+    def _record_fields(self, key: str, rows) -> Dict[str, object]:
+        log = self.schema.log
+        head = rows[0]
+        text = "\n".join(r["text"] for r in rows)
+        return {
+            "TRACKOR_KEY": key,
+            log.date_time: format_time(head["at"], self.tz),
+            log.message_type: log.type_value(head["mtype"]),
+            log.message: L.cut_message(head["marker"] + head["text"]),
+            log.description: head["description"] if head["description"] is not None else text,
+        }
+
+    def _create(self, trackor_type: str, fields, parents, record: Optional[int] = None) -> Optional[int]:
+        """Create with a client-set key; a refusal may mean an earlier attempt landed, so read the key back."""
+        try:
+            return self.api.create(trackor_type, fields, parents)["TRACKOR_ID"]
+        except ApiError as exc:
+            if _transient(exc):
+                raise
+            found = self.api.find(trackor_type, {"TRACKOR_KEY": exact(fields["TRACKOR_KEY"])}, ["TRACKOR_KEY"])
+            if found:
+                return found[0]["TRACKOR_ID"]
+            self.log.error("%s %s refused by OneVizion, kept in the journal for --replay: %s",
+                           trackor_type, fields["TRACKOR_KEY"], exc.message)
+            self.last_error = exc.message
+            if record is not None:
+                self.journal.set_record_state(record, J.REJECTED, error=exc.message)
+            return None
+
+    def _upload(self, run, trackor_id: int, path: str) -> None:
+        name = os.path.basename(path)
+        try:
+            with open(path, "rb") as stream:
+                self.api.upload(trackor_id, self.schema.log.file, name, stream)
+            run_id = run["trackor_id"] or self._run_id(run["run_key"])
+            if run_id:
+                with open(path, "rb") as stream:
+                    self.api.upload(run_id, self.schema.run.file, name, stream)
+        except OSError as exc:
+            self.log.warning("run %s: file %s not uploaded: %s", run["run_key"], path, exc.strerror)
+        except ApiError as exc:
+            if _transient(exc):
+                raise
+            self.log.error("run %s: file %s refused: %s", run["run_key"], path, exc.message)
+
+    def _run_id(self, run_key: str) -> Optional[int]:
+        found = self.api.find(self.schema.run.trackor_type, {"TRACKOR_KEY": exact(run_key)}, ["TRACKOR_KEY"])
+        if found:
+            self.journal.set_trackor_id(run_key, found[0]["TRACKOR_ID"])
+            return found[0]["TRACKOR_ID"]
+        return None
+
+    def _send_final(self, run) -> None:
+        fields = J.load(run["final_fields"])
+        try:
+            run_id = run["trackor_id"] or self._run_id(run["run_key"])
+            if run_id is None:
+                raise ApiError(f"run {run['run_key']} not found in OneVizion", 404)
+            self.api.update(run_id, fields)
+            self.delivered_statuses += 1
+            self.log.info("run %s: final status sent: %s", run["run_key"], fields)
+        except ApiError as exc:
+            if _transient(exc):
+                raise
+            self.log.error("run %s: final status refused: %s", run["run_key"], exc.message)
+            self.last_error = exc.message
+        self.journal.final_sent(run["run_key"])
+        self.journal.prune(run["run_key"])
+
+
+def _mergeable(row) -> bool:
+    return row["stream"] in (V.STDOUT, V.STDERR) and not row["marker"] and not row["file_path"] \
+        and row["log_key"] is None and row["description"] is None

@@ -1,0 +1,74 @@
+"""The hub's own log: what the three scripts did and what went wrong, in the log
+folder, one file per day (`hub-YYYY-MM-DD.log`), the last 30 days kept.
+
+A file per day rather than a renaming rotation, because several wrappers and helper
+scripts write at once and a rename by one would pull the file from under another.
+Nothing logged here may carry a password, a token or a child's arguments; callers
+log the program and the argument count.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+
+KEEP_DAYS = 30
+
+
+class DailyFileHandler(logging.FileHandler):
+    """Appends to the file of the current day, switching at midnight (local time)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.day = time.strftime("%Y-%m-%d")
+        super().__init__(self._path(), encoding="utf-8", delay=True)
+
+    def _path(self) -> str:
+        return os.path.join(self.folder, f"hub-{self.day}.log")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        day = time.strftime("%Y-%m-%d", time.localtime(record.created))
+        if day != self.day:
+            self.acquire()
+            try:
+                self.close()
+                self.day = day
+                self.baseFilename = os.path.abspath(self._path())
+            finally:
+                self.release()
+        super().emit(record)
+
+
+def setup(folder: str, script: str) -> logging.Logger:
+    """The logger for one invocation of a script, writing to the day's file in `folder`."""
+    os.makedirs(folder, exist_ok=True)
+    _drop_old(folder)
+    logger = logging.getLogger(f"hub.{script}.{os.getpid()}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    handler = DailyFileHandler(folder)
+    handler.setFormatter(logging.Formatter(
+        f"%(asctime)s {script}[%(process)d] %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logger.addHandler(handler)
+    return logger
+
+
+def close(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _drop_old(folder: str) -> None:
+    cutoff = time.time() - KEEP_DAYS * 86400
+    for path in glob.glob(os.path.join(folder, "hub-*.log")):
+        try:
+            if os.path.getmtime(path) < cutoff:
+                os.remove(path)
+        except OSError:
+            pass

@@ -1,0 +1,72 @@
+"""The /_sandbox/... control API: faults, counters, raw data, schema, reset. No auth, never faulted.
+
+    GET|POST|DELETE /_sandbox/faults        current settings | change some | clear all
+    GET|DELETE      /_sandbox/stats         API request counts by kind | reset them
+    GET             /_sandbox/trackors/T    every trackor of type T, all fields, parent, _created_at
+                                            (?parent_id=N narrows to one parent's children)
+    GET|POST        /_sandbox/trackor_types the schema | add a type (or fields to one):
+                    {"name": "MyRun", "parent": "MyIntegration",
+                     "fields": {"MR_STATE": {"type": "dropdown", "values": ["A", "B"]}, ...}}
+    POST            /_sandbox/reset         wipe the data and seed again
+    GET             /_sandbox/health        {"ok": true}
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import unquote
+
+from sandbox import schema
+from sandbox.api import Response, json_response
+from sandbox.schema import SandboxError, bad, not_found
+
+
+def handle(server, method: str, path: str, query: dict, body: bytes) -> Response:
+    """Answer one control request; ``server`` carries .store, .faults, .stats."""
+    parts = [unquote(p) for p in path.strip("/").split("/")[1:]]
+    name = parts[0] if parts else ""
+    if name == "faults" and len(parts) == 1:
+        return _faults(server.faults, method, body)
+    if name == "stats" and len(parts) == 1:
+        if method == "DELETE":
+            server.stats.reset()
+        elif method != "GET":
+            raise SandboxError(405, "GET or DELETE")
+        return json_response(server.stats.snapshot())
+    if name == "trackors" and len(parts) == 2 and method == "GET":
+        parent = query.get("parent_id", [None])[-1]
+        return json_response(server.store.dump(parts[1], int(parent) if parent else None))
+    if name == "trackor_types" and len(parts) == 1:
+        if method == "POST":
+            return json_response(_add_type(server.store, _json(body)).describe(), status=201)
+        return json_response(server.store.describe())
+    if name == "reset" and method == "POST":
+        server.store.reset()
+        return json_response({"reset": True})
+    if name == "health":
+        return json_response({"ok": True})
+    raise not_found("No such control endpoint: %s %s" % (method, path))
+
+
+def _faults(faults, method, body):
+    if method == "POST":
+        faults.update(_json(body))
+    elif method == "DELETE":
+        faults.clear()
+    elif method != "GET":
+        raise SandboxError(405, "GET, POST or DELETE")
+    return json_response(faults.settings())
+
+
+def _add_type(store, spec):
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise bad("Expected {\"name\": ..., \"parent\": ..., \"fields\": {...}}")
+    fields = schema.parse_fields_spec(spec.get("fields") or {})
+    return store.add_type(spec["name"], spec.get("parent"), fields)
+
+
+def _json(body: bytes):
+    try:
+        return json.loads(body.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError) as error:
+        raise bad("Malformed JSON: %s" % error) from None

@@ -1,0 +1,441 @@
+"""The sandbox's data: one SQLite connection, guarded by one lock, holding schema, trackors, files.
+
+Tables: ``types`` and ``fields`` (the schema, so a file database keeps runtime-added types),
+``trackors`` (id, type, key, parent, server-side creation time; UNIQUE(type, key) is what refuses a
+duplicate key), one ``data_<type>`` table per trackor type with a TEXT column per field, and
+``blobs`` for electronic files. One connection behind one lock keeps 20 concurrent writers safe
+and simple; each write is one short transaction, so a create costs well under a millisecond.
+
+The page's data access (integrations, their runs, a run's logs) is at the bottom, as plain functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+
+from sandbox import query, schema
+from sandbox.schema import SandboxError, bad, not_found
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS types (lname TEXT PRIMARY KEY, name TEXT, parent TEXT, pos INTEGER);
+CREATE TABLE IF NOT EXISTS fields (ltype TEXT, name TEXT, ftype TEXT, vals TEXT, max_length INTEGER,
+    pos INTEGER, PRIMARY KEY (ltype, name));
+CREATE TABLE IF NOT EXISTS trackors (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL,
+    key TEXT, parent_id INTEGER, created_at REAL NOT NULL, UNIQUE (type, key));
+CREATE INDEX IF NOT EXISTS trackors_parent ON trackors (parent_id);
+CREATE TABLE IF NOT EXISTS blobs (id INTEGER PRIMARY KEY AUTOINCREMENT, trackor_id INTEGER,
+    field TEXT, file_name TEXT, data BLOB, created_at REAL);
+"""
+
+
+class Store:
+    """All data operations. Every public method takes the lock; names match case-insensitively."""
+
+    def __init__(self, path: str = ":memory:", integrations_path=None):
+        self.path = path
+        self.integrations_path = integrations_path
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if path != ":memory:":
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        self.types = {}
+        with self.lock:
+            self.db.executescript(_TABLES)
+            self._load_schema()
+            if not self.types:
+                self._seed()
+
+    # -- schema ---------------------------------------------------------------------------
+    def _load_schema(self):
+        self.types = {}
+        for lname, name, parent in self.db.execute("SELECT lname, name, parent FROM types ORDER BY pos"):
+            rows = self.db.execute("SELECT name, ftype, vals, max_length FROM fields WHERE ltype = ? "
+                                   "ORDER BY pos", (lname,))
+            fields = [schema.Field(n, t, json.loads(v), m) for n, t, v, m in rows]
+            self.types[lname] = schema.TrackorType(name, parent, fields)
+
+    def _seed(self):
+        with self._transaction():
+            for ttype in schema.default_types():
+                self._add_type(ttype.name, ttype.parent, list(ttype.fields.values()))
+        for number, name in enumerate(_integration_names(self.integrations_path), start=1):
+            self.create("Integration", {
+                "TRACKOR_KEY": "INT-%d" % number, "INT_NAME": name, "INT_ENABLED": 1,
+                "INT_READ_FROM_STDOUT": 1, "INT_CONTROL_PROCESS": "examples",
+                "INT_DIRECTIONALITY": "Inward",
+                "INT_DESCRIPTION": "Seeded by the sandbox from Integration.example.json"}, [])
+
+    def get_type(self, name) -> schema.TrackorType:
+        ttype = self.types.get(str(name).lower())
+        if ttype is None:
+            raise not_found("Unknown trackor type: %s" % name)
+        return ttype
+
+    def chain(self, name) -> list:
+        """[type, parent type, grandparent type, ...]."""
+        chain = [self.get_type(name)]
+        while chain[-1].parent and len(chain) < 20:
+            chain.append(self.get_type(chain[-1].parent))
+        return chain
+
+    def add_type(self, name, parent, fields) -> schema.TrackorType:
+        """Add a trackor type, or add missing fields to an existing one (same parent required)."""
+        with self.lock, self._transaction():
+            return self._add_type(name, parent, fields)
+
+    def _add_type(self, name, parent, fields):
+        if parent is not None:
+            parent = self.get_type(parent).name
+        ttype = self.types.get(name.lower())
+        if ttype is None:
+            ttype = schema.TrackorType(name, parent)
+            self.db.execute("INSERT INTO types VALUES (?, ?, ?, ?)",
+                            (name.lower(), name, parent, len(self.types)))
+            self.db.execute("CREATE TABLE %s (trackor_id INTEGER PRIMARY KEY)" % ttype.table)
+            self.types[name.lower()] = ttype
+        elif (ttype.parent or "").lower() != (parent or "").lower():
+            raise bad("Trackor type %s exists with parent %s" % (ttype.name, ttype.parent))
+        for field in fields:
+            if ttype.field(field.name):
+                continue
+            default = " DEFAULT '0'" if field.ftype == "checkbox" else ""
+            self.db.execute('ALTER TABLE %s ADD COLUMN "%s"%s' % (ttype.table, field.name, default))
+            self.db.execute("INSERT INTO fields VALUES (?, ?, ?, ?, ?, ?)",
+                            (ttype.name.lower(), field.name, field.ftype, json.dumps(field.values),
+                             field.max_length, len(ttype.fields)))
+            ttype.fields[field.name] = field
+        return ttype
+
+    def describe(self) -> list:
+        with self.lock:
+            return [t.describe() for t in self.types.values()]
+
+    def reset(self):
+        """Wipe everything and seed again, as on a first start."""
+        with self.lock:
+            for ttype in self.types.values():
+                self.db.execute("DROP TABLE IF EXISTS %s" % ttype.table)
+            for table in ("meta", "types", "fields", "trackors", "blobs"):
+                self.db.execute("DROP TABLE IF EXISTS %s" % table)
+            self.db.execute("DELETE FROM sqlite_sequence")
+            self.db.executescript(_TABLES)
+            self.types = {}
+            self._seed()
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    # -- writes ---------------------------------------------------------------------------
+    def create(self, type_name, fields: dict, parents: list) -> dict:
+        """Create one trackor; {"TRACKOR_ID", "TRACKOR_KEY"}."""
+        with self.lock:
+            chain = self.chain(type_name)
+            ttype = chain[0]
+            parent_id = self._parent_id(chain, parents)
+            with self._transaction():
+                cursor = self.db.execute(
+                    "INSERT INTO trackors (type, key, parent_id, created_at) VALUES (?, NULL, ?, ?)",
+                    (ttype.name.lower(), parent_id, time.time()))
+                trackor_id = cursor.lastrowid
+                self.db.execute("INSERT INTO %s (trackor_id) VALUES (?)" % ttype.table, (trackor_id,))
+                key = self._write(ttype, trackor_id, fields)
+                if key is None:
+                    key = self._free_key(ttype, str(trackor_id))
+                    self.db.execute("UPDATE trackors SET key = ? WHERE id = ?", (key, trackor_id))
+            return {"TRACKOR_ID": trackor_id, "TRACKOR_KEY": key}
+
+    def _free_key(self, ttype, key):
+        candidate, suffix = key, 1
+        while self.db.execute("SELECT 1 FROM trackors WHERE type = ? AND key = ?",
+                              (ttype.name.lower(), candidate)).fetchone():
+            candidate, suffix = "%s-%d" % (key, suffix), suffix + 1
+        return candidate
+
+    def _parent_id(self, chain, parents):
+        if not parents:
+            return None
+        if len(parents) > 1 or not isinstance(parents[0], dict):
+            raise bad("'parents' takes one object with trackor_type and filter")
+        wanted = str(parents[0].get("trackor_type", ""))
+        if len(chain) < 2 or chain[1].name.lower() != wanted.lower():
+            self.get_type(wanted)
+            raise bad("%s is not the parent trackor type of %s" % (wanted, chain[0].name))
+        flt = parents[0].get("filter")
+        if not isinstance(flt, dict) or not flt:
+            raise bad("A parent needs a non-empty 'filter' object")
+        filters = [(k, _filter_text(v)) for k, v in flt.items()]
+        rows, _ = self._select(chain[1:], filters, [], None, 1, 2)
+        if not rows:
+            raise not_found("Parent %s not found: %s" % (wanted, json.dumps(flt)))
+        if len(rows) > 1:
+            raise bad("Parent filter matches several %s trackors" % wanted)
+        return rows[0]["TRACKOR_ID"]
+
+    def _write(self, ttype, trackor_id, fields):
+        """Check and store ``fields``; return the TRACKOR_KEY written, if any. Inside a transaction."""
+        if not isinstance(fields, dict):
+            raise bad("'fields' must be an object")
+        key, columns, values = None, [], []
+        for name, value in fields.items():
+            upper = str(name).upper()
+            if upper == "TRACKOR_ID":
+                raise bad("TRACKOR_ID cannot be written")
+            if upper == "TRACKOR_KEY":
+                key = _key_text(value)
+                continue
+            field = ttype.field(name)
+            if field is None:
+                raise not_found("Unknown field %s for trackor type %s" % (name, ttype.name))
+            stored = schema.to_stored(field, value)
+            if field.ftype == "efile":
+                stored = self._replace_blob(ttype, trackor_id, field, stored)
+            columns.append('"%s" = ?' % field.name)
+            values.append(stored)
+        if columns:
+            self.db.execute("UPDATE %s SET %s WHERE trackor_id = ?" % (ttype.table, ", ".join(columns)),
+                            values + [trackor_id])
+        if key is not None:
+            try:
+                self.db.execute("UPDATE trackors SET key = ? WHERE id = ?", (key, trackor_id))
+            except sqlite3.IntegrityError:
+                raise bad("TRACKOR_KEY %s already exists for trackor type %s" % (key, ttype.name)) from None
+        return key
+
+    def _replace_blob(self, ttype, trackor_id, field, file_pair):
+        old = self.db.execute('SELECT "%s" FROM %s WHERE trackor_id = ?' % (field.name, ttype.table),
+                              (trackor_id,)).fetchone()
+        if old and old[0] is not None:
+            self.db.execute("DELETE FROM blobs WHERE id = ?", (old[0],))
+        if file_pair is None:
+            return None
+        cursor = self.db.execute(
+            "INSERT INTO blobs (trackor_id, field, file_name, data, created_at) VALUES (?, ?, ?, ?, ?)",
+            (trackor_id, field.name, file_pair[0], sqlite3.Binary(file_pair[1]), time.time()))
+        return cursor.lastrowid
+
+    def update_by_id(self, trackor_id: int, fields: dict) -> dict:
+        with self.lock:
+            ttype, key = self._type_of(trackor_id)
+            with self._transaction():
+                new_key = self._write(ttype, trackor_id, fields)
+            return {"TRACKOR_ID": trackor_id, "TRACKOR_KEY": new_key if new_key is not None else key}
+
+    def update_where(self, type_name, filters, fields, parents) -> list:
+        """Update every trackor the filters match; 404 when none does."""
+        with self.lock:
+            chain = self.chain(type_name)
+            matched = self._matching(chain, filters)
+            parent_id = self._parent_id(chain, parents) if parents else None
+            result = []
+            with self._transaction():
+                for row in matched:
+                    new_key = self._write(chain[0], row["TRACKOR_ID"], fields)
+                    if parent_id is not None:
+                        self.db.execute("UPDATE trackors SET parent_id = ? WHERE id = ?",
+                                        (parent_id, row["TRACKOR_ID"]))
+                    result.append({"TRACKOR_ID": row["TRACKOR_ID"],
+                                   "TRACKOR_KEY": new_key if new_key is not None else row["TRACKOR_KEY"]})
+            return result
+
+    def delete_where(self, type_name, filters) -> int:
+        """Delete the matching trackors and, as OneVizion does, their descendants; 404 when none."""
+        with self.lock:
+            matched = self._matching(self.chain(type_name), filters)
+            with self._transaction():
+                for row in matched:
+                    self._delete_tree(row["TRACKOR_ID"])
+            return len(matched)
+
+    def _matching(self, chain, filters):
+        if not filters:
+            raise bad("A filter is required (for example trackor_id=N)")
+        rows, _ = self._select(chain, filters, [], None, 1, query.DEFAULT_PER_PAGE)
+        if not rows:
+            raise not_found("No %s trackor matches the filter" % chain[0].name)
+        return rows
+
+    def _delete_tree(self, trackor_id):
+        for (child,) in self.db.execute("SELECT id FROM trackors WHERE parent_id = ?",
+                                        (trackor_id,)).fetchall():
+            self._delete_tree(child)
+        ttype, _ = self._type_of(trackor_id)
+        self.db.execute("DELETE FROM %s WHERE trackor_id = ?" % ttype.table, (trackor_id,))
+        self.db.execute("DELETE FROM blobs WHERE trackor_id = ?", (trackor_id,))
+        self.db.execute("DELETE FROM trackors WHERE id = ?", (trackor_id,))
+
+    # -- reads ----------------------------------------------------------------------------
+    def read(self, type_name, params: dict):
+        """(rows, total before paging) for GET .../trackors with parsed query ``params``."""
+        filters, fields, sort, page, per_page = query.split_params(params)
+        with self.lock:
+            return self._select(self.chain(type_name), filters, fields, sort, page, per_page)
+
+    def read_one(self, trackor_id: int, fields: list) -> dict:
+        with self.lock:
+            ttype, _ = self._type_of(trackor_id)
+            rows, _ = self._select(self.chain(ttype.name), [("TRACKOR_ID", str(trackor_id))],
+                                   fields, None, 1, 1)
+            return rows[0]
+
+    def _type_of(self, trackor_id):
+        row = self.db.execute("SELECT type, key FROM trackors WHERE id = ?", (trackor_id,)).fetchone()
+        if row is None:
+            raise not_found("Trackor %s not found" % trackor_id)
+        return self.get_type(row[0]), row[1]
+
+    def _select(self, chain, filters, fields, sort, page, per_page):
+        select, count, params, paging, refs = query.build_select(
+            chain, filters, fields, sort, page, per_page)
+        total = self.db.execute(count, params).fetchone()[0]
+        rows = []
+        for record in self.db.execute(select, params + paging).fetchall():
+            row = {"TRACKOR_ID": record[0], "TRACKOR_KEY": record[1]}
+            for ref, value in zip(refs, record[2:]):
+                row[ref.output_key] = self._output(ref, value)
+            rows.append(row)
+        return rows, total
+
+    def _output(self, ref, value):
+        if ref.field is None or value is None:
+            return value
+        if ref.field.ftype == "efile":
+            name, data = self.blob(value)
+            return {"file_name": name, "data": base64.b64encode(data).decode("ascii")}
+        return schema.to_output(ref.field, value)
+
+    # -- files ----------------------------------------------------------------------------
+    def upload(self, trackor_id: int, field_name: str, file_name: str, data: bytes) -> int:
+        """Store ``data`` in an electronic-file field; the new blob id."""
+        with self.lock:
+            ttype, _ = self._type_of(trackor_id)
+            field = self._efile_field(ttype, field_name)
+            with self._transaction():
+                blob_id = self._replace_blob(ttype, trackor_id, field,
+                                             (schema.safe_file_name(file_name), data))
+                self.db.execute('UPDATE %s SET "%s" = ? WHERE trackor_id = ?'
+                                % (ttype.table, field.name), (blob_id, trackor_id))
+            return blob_id
+
+    def download(self, trackor_id: int, field_name: str):
+        """(file name, bytes) of an electronic-file field; 404 when the field is empty."""
+        with self.lock:
+            ttype, _ = self._type_of(trackor_id)
+            field = self._efile_field(ttype, field_name)
+            row = self.db.execute('SELECT "%s" FROM %s WHERE trackor_id = ?'
+                                  % (field.name, ttype.table), (trackor_id,)).fetchone()
+            if row is None or row[0] is None:
+                raise not_found("No file in %s of trackor %s" % (field.name, trackor_id))
+            return self.blob(row[0])
+
+    def blob(self, blob_id: int):
+        with self.lock:
+            row = self.db.execute("SELECT file_name, data FROM blobs WHERE id = ?", (blob_id,)).fetchone()
+        if row is None:
+            raise not_found("File %s not found" % blob_id)
+        return row[0], bytes(row[1])
+
+    def _efile_field(self, ttype, field_name):
+        field = ttype.field(field_name)
+        if field is None:
+            raise not_found("Unknown field %s for trackor type %s" % (field_name, ttype.name))
+        if field.ftype != "efile":
+            raise bad("Field %s is not an electronic file field" % field.name)
+        return field
+
+    # -- control API ----------------------------------------------------------------------
+    def dump(self, type_name, parent_id=None) -> list:
+        """Every trackor of a type with all fields, parent id/key/type and ``_created_at``."""
+        with self.lock:
+            ttype = self.get_type(type_name)
+            names = list(ttype.fields)
+            cols = "".join(', d."%s"' % n for n in names)
+            sql = ("SELECT t.id, t.key, t.parent_id, p.key, p.type, t.created_at%s FROM trackors t "
+                   "JOIN %s d ON d.trackor_id = t.id LEFT JOIN trackors p ON p.id = t.parent_id "
+                   "WHERE t.type = ?" % (cols, ttype.table))
+            params = [ttype.name.lower()]
+            if parent_id is not None:
+                sql, params = sql + " AND t.parent_id = ?", params + [parent_id]
+            result = []
+            for rec in self.db.execute(sql + " ORDER BY t.id", params).fetchall():
+                row = {"TRACKOR_ID": rec[0], "TRACKOR_KEY": rec[1], "_parent_id": rec[2],
+                       "_parent_key": rec[3],
+                       "_parent_type": self.types[rec[4]].name if rec[4] else None,
+                       "_created_at": rec[5]}
+                for name, value in zip(names, rec[6:]):
+                    row[name] = self._file_info(value) if ttype.fields[name].ftype == "efile" \
+                        else schema.to_output(ttype.fields[name], value)
+                result.append(row)
+            return result
+
+    def _file_info(self, blob_id):
+        if blob_id is None:
+            return None
+        row = self.db.execute("SELECT file_name, length(data) FROM blobs WHERE id = ?",
+                              (blob_id,)).fetchone()
+        return {"file_name": row[0], "size": row[1], "blob_id": blob_id} if row else None
+
+
+def _filter_text(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _key_text(value):
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise bad("TRACKOR_KEY must be a string")
+    if len(str(value)) > 255:
+        raise bad("TRACKOR_KEY is longer than 255 characters")
+    return str(value)
+
+
+def _integration_names(path) -> list:
+    if not path:
+        return []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            entries = json.load(handle)
+    except (OSError, ValueError):
+        return []
+    return [e["IntegrationName"] for e in entries if isinstance(e, dict) and "IntegrationName" in e]
+
+
+# -- data for the web page (sandbox/page.py) ------------------------------------------------
+def list_integrations(store: Store, type_name="Integration") -> list:
+    """All integrations with all fields, by TRACKOR_ID."""
+    return store.dump(type_name)
+
+
+def list_runs(store: Store, integration_id: int, type_name="IntegrationRun") -> list:
+    """The runs of one integration (by its TRACKOR_ID), newest first."""
+    return list(reversed(store.dump(type_name, parent_id=integration_id)))
+
+
+def list_logs(store: Store, run_id: int, type_name="IntegrationLog") -> list:
+    """The log records of one run (by its TRACKOR_ID), ordered by TRACKOR_KEY (= output order)."""
+    return sorted(store.dump(type_name, parent_id=run_id), key=lambda r: r["TRACKOR_KEY"] or "")
+
+
+def get_file(store: Store, trackor_id: int, field_name: str):
+    """(file name, bytes) of an electronic-file field; raises SandboxError(404) when empty."""
+    return store.download(trackor_id, field_name)
+
+
+__all__ = ["Store", "SandboxError", "list_integrations", "list_runs", "list_logs", "get_file"]
