@@ -49,8 +49,12 @@ class SignalState:
             self.child.stop(signum)
 
     def install(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(signum, self.handle)
+        self.previous = {signum: signal.signal(signum, self.handle)
+                         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+
+    def uninstall(self) -> None:
+        for signum, handler in getattr(self, "previous", {}).items():
+            signal.signal(signum, handler)
 
 
 def new_run_key(integration_key: str, at: float) -> str:

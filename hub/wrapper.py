@@ -33,10 +33,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              drain_seconds=args.drain_seconds, allow_overlap=args.allow_overlap,
                              control_process=args.control_process)
         code = V.EXIT_OK
-        for entry in entries:
-            if signals.received:
-                break
-            code = max(code, run_entry(ctx, entry, options, signals))
+        try:
+            for entry in entries:
+                if signals.received:
+                    break
+                code = max(code, run_entry(ctx, entry, options, signals))
+        finally:
+            signals.uninstall()
         background.join(max(0.0, min(args.drain_seconds, 5.0)))
         if signals.received:
             return V.EXIT_SIGNAL_BASE + signals.received

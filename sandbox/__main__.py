@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         pass
     finally:
         httpd.server_close()
-        httpd.store.db.close()
+        httpd.store.close()
     return 0
 
 

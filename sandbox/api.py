@@ -82,7 +82,15 @@ def create(store, request, type_name):
     return json_response(store.create(type_name, fields, parents), status=201)
 
 
+def _check_body(body):
+    unknown = set(body) - {"fields", "parents"}
+    if unknown:
+        raise bad("Unknown properties in the body: %s (expected 'fields' and 'parents')"
+                  % ", ".join(sorted(map(str, unknown))))
+
+
 def _parents(body):
+    _check_body(body)
     parents = body.get("parents") or []
     if not isinstance(parents, list):
         raise bad("'parents' must be a list of {\"trackor_type\", \"filter\"} objects")
@@ -111,7 +119,7 @@ def delete_where(store, request, type_name):
 
 
 def delete_one(store, request, trackor_id):
-    store.delete_where(store._type_of(int(trackor_id))[0].name, [("TRACKOR_ID", trackor_id)])
+    store.delete_by_id(int(trackor_id))
     return Response(200)
 
 

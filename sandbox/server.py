@@ -175,7 +175,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise _Dropped()
             # Read the body away first, so the client gets to see the 413 instead of a reset.
             while length > 0:
-                length -= len(self.rfile.read(min(length, 1 << 20)) or b"x" * length)
+                chunk = self.rfile.read(min(length, 1 << 20))
+                length = length - len(chunk) if chunk else 0
             raise SandboxError(413, "Request body larger than %d bytes" % MAX_BODY)
         return self.rfile.read(length) if length > 0 else b""
 
@@ -259,6 +260,7 @@ class SandboxHandle:
         self.server.close_connections()
         self.server.server_close()
         self.thread.join(timeout=5)
+        self.store.close()
 
     def __enter__(self):
         return self

@@ -59,3 +59,14 @@ def write_passwords(tmp_path, url, **overrides) -> str:
 def passwords_path(sandbox, tmp_path) -> str:
     """A Passwords.json (Basic auth) pointing at the ``sandbox`` fixture."""
     return write_passwords(tmp_path, sandbox.url)
+
+
+@pytest.fixture
+def hub(sandbox, tmp_path, monkeypatch):
+    """A hub against the sandbox fixture, with fast backoff (fault tests take milliseconds, not minutes)."""
+    from tests.hubtest import Hub
+    monkeypatch.setenv("HUB_BACKOFF_BASE", "0.02")
+    monkeypatch.setenv("HUB_BACKOFF_CAP", "0.2")
+    for name in ("HUB_RUN_ID", "HUB_INTEGRATION_ID", "HUB_INTEGRATION_NAME", "HUB_CONTROL_PROCESS", "HUB_LOG_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return Hub(sandbox, tmp_path)
