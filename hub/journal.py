@@ -9,10 +9,10 @@ and several wrappers and helper scripts can write at once). Three tables:
             update and final status
     chunks  the child's raw output as read from its pipes, a row per read, so the
             reader does no per-line work; the sender turns them into lines
-    lines   log lines, each a future Log record or part of one: `record` is the
-            id of the first line of the record it was grouped into, fixed before
-            the record is first sent, so a resend after a crash has the same key
-            and the same content
+    lines   the future Log records, one row each: a line, or consecutive lines
+            merged when they came faster than OneVizion took them. A row is fixed
+            before it is first sent, so a resend after a crash has the same key
+            (from `seq`, the number of its first line) and the same content
 
 Delivered lines and finished runs are pruned, so the file stays small. Lines that
 OneVizion refused (4xx) stay, for `--replay`.
@@ -63,11 +63,9 @@ CREATE TABLE IF NOT EXISTS lines(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   run_key TEXT NOT NULL, seq INTEGER, stream TEXT NOT NULL, at REAL NOT NULL,
   mtype TEXT NOT NULL, text TEXT NOT NULL, marker TEXT NOT NULL DEFAULT '',
-  file_path TEXT, log_key TEXT, description TEXT,
-  record INTEGER, trackor_id INTEGER,
+  file_path TEXT, log_key TEXT, description TEXT, trackor_id INTEGER,
   state INTEGER NOT NULL DEFAULT 0, error TEXT);
 CREATE INDEX IF NOT EXISTS lines_by_run ON lines(run_key, state, id);
-CREATE INDEX IF NOT EXISTS lines_by_record ON lines(record);
 """
 
 
@@ -247,8 +245,8 @@ class Journal:
 
     def owed(self) -> Dict[str, int]:
         """What the journal still owes OneVizion: records and final statuses."""
-        records = self._one("SELECT count(DISTINCT coalesce(record, id)) FROM lines WHERE state<?", (DELIVERED,))[0]
-        rejected = self._one("SELECT count(DISTINCT coalesce(record, id)) FROM lines WHERE state=?", (REJECTED,))[0]
+        records = self._one("SELECT count(*) FROM lines WHERE state<?", (DELIVERED,))[0]
+        rejected = self._one("SELECT count(*) FROM lines WHERE state=?", (REJECTED,))[0]
         chunks = self._one("SELECT count(*) FROM chunks WHERE stream IN ('stdout','stderr')")[0]
         finals = self._one("SELECT count(*) FROM runs WHERE final_done=0 AND final_fields IS NOT NULL")[0]
         return {"records": records + (1 if chunks else 0), "rejected": rejected, "statuses": finals}
@@ -318,12 +316,11 @@ class Journal:
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                cursor = self.db.execute(
+                self.db.execute(
                     "INSERT INTO lines(run_key, stream, at, mtype, text, file_path, log_key, description,"
                     " trackor_id, state) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     (run_key, "record", at or time.time(), message_type, text, file_path, log_key, description,
                      trackor_id, CREATED if trackor_id else PENDING))
-                self.db.execute("UPDATE lines SET record=id WHERE id=?", (cursor.lastrowid,))
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -337,33 +334,20 @@ class Journal:
                 return row["run_key"]
         return None
 
-    def ungrouped(self, run_key: str, limit: int) -> List[sqlite3.Row]:
-        return self._all("SELECT * FROM lines WHERE run_key=? AND state=? AND record IS NULL ORDER BY id LIMIT ?",
-                         (run_key, PENDING, limit))
-
-    def ungrouped_size(self, run_key: str) -> int:
-        return self._one("SELECT coalesce(sum(length(text)), 0) FROM lines WHERE run_key=? AND state=?"
-                         " AND record IS NULL", (run_key, PENDING))[0]
-
-    def group(self, line_ids: Sequence[int]) -> None:
-        """Fix a record's lines before it is first sent."""
-        self._run(f"UPDATE lines SET record=? WHERE id IN ({','.join('?' * len(line_ids))})",
-                  (line_ids[0], *line_ids))
-
-    def unsent_records(self, run_key: str, exclude: Iterable[int]) -> List[int]:
-        """Records grouped earlier but not delivered (a resend after a failure or a crash)."""
-        rows = self._all("SELECT DISTINCT record FROM lines WHERE run_key=? AND state IN (?,?) AND record IS NOT NULL"
-                         " ORDER BY record", (run_key, PENDING, CREATED))
+    def unsent_records(self, run_key: str, exclude: Iterable[int], limit: int = 16) -> List[int]:
+        """Records not yet delivered, oldest first, leaving out those in flight."""
         skip = set(exclude)
-        return [r[0] for r in rows if r[0] not in skip]
+        rows = self._all("SELECT id FROM lines WHERE run_key=? AND state IN (?,?) ORDER BY id LIMIT ?",
+                         (run_key, PENDING, CREATED, limit + len(skip)))
+        return [r[0] for r in rows if r[0] not in skip][:limit]
 
-    def record_lines(self, record: int) -> List[sqlite3.Row]:
-        return self._all("SELECT * FROM lines WHERE record=? ORDER BY id", (record,))
+    def record(self, record_id: int) -> sqlite3.Row:
+        return self._one("SELECT * FROM lines WHERE id=?", (record_id,))
 
-    def set_record_state(self, record: int, state: int, trackor_id: Optional[int] = None,
+    def set_record_state(self, record_id: int, state: int, trackor_id: Optional[int] = None,
                          error: Optional[str] = None) -> None:
-        self._run("UPDATE lines SET state=?, trackor_id=coalesce(?, trackor_id), error=? WHERE record=?",
-                  (state, trackor_id, error, record))
+        self._run("UPDATE lines SET state=?, trackor_id=coalesce(?, trackor_id), error=? WHERE id=?",
+                  (state, trackor_id, error, record_id))
 
     def open_count(self, run_key: str) -> int:
         """Lines of the run not yet delivered or refused."""

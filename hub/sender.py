@@ -2,12 +2,13 @@
 update, its Log records (and their files) and, last, its final status.
 
 A few worker threads share one OneVizion connection pool. Each worker, when free,
-takes the next job under one planning lock. That is where records are formed: the
-lines waiting at that moment, consecutive ones of the same stream and type, become
-one record (up to the Description limit). A worker that keeps up finds one line
-waiting and sends one record per line; a child that outpaces delivery finds many
-waiting and gets fewer, larger records. Nothing is dropped or reordered: each
-record's key carries the sequence number of its first line.
+takes the next job under one planning lock. When no record is waiting, the worker
+parses the raw output that has piled up since the last look into records: when
+more lines wait than there are workers, consecutive lines of the same stream and
+type become one record (up to the Description limit); otherwise one record per
+line. So a sender that keeps up sends each line alone, in real time, and a child
+that outpaces delivery gets fewer, larger records. Nothing is dropped or
+reordered: each record's key carries the sequence number of its first line.
 
 Transient failures (no answer, 5xx, 401) are retried with exponential backoff and
 jitter; a refusal (other 4xx) is logged and the record kept in the journal for
@@ -30,8 +31,7 @@ from hub import vocabulary as V
 from hub.api import OneVizion, exact
 from hub.errors import ApiError, UnreachableError
 
-PARSE_BYTES = 512 * 1024          # chunk bytes parsed at a time: bounds the wrapper's memory
-GROUP_ROWS = 4000                 # lines looked at when forming one record
+PARSE_BYTES = 2 << 20            # chunk bytes parsed at a time: bounds the wrapper's memory
 IDLE_WAIT = 0.5                   # seconds between looks for work from other processes
 
 
@@ -156,13 +156,12 @@ class Sender:
         if run["last_run_fields"] and "last_run" not in self.in_flight:
             self.in_flight.add("last_run")
             return "last_run", lambda: self._send_last_run(run)
-        if self.journal.has_chunks(run_key) and self.journal.ungrouped_size(run_key) < 2 * V.DESCRIPTION_LIMIT:
+        waiting = self.journal.unsent_records(run_key, self.in_flight, limit=1)
+        if not waiting and self.journal.has_chunks(run_key):
             self._parse(run)
-        for record in self.journal.unsent_records(run_key, self.in_flight):
-            self.in_flight.add(record)
-            return record, lambda: self._send_record(run, record)
-        record = self._group(run_key)
-        if record is not None:
+            waiting = self.journal.unsent_records(run_key, self.in_flight, limit=1)
+        if waiting:
+            record = waiting[0]
             self.in_flight.add(record)
             return record, lambda: self._send_record(run, record)
         if self.in_flight or self.journal.has_chunks(run_key) or self.journal.open_count(run_key):
@@ -199,7 +198,29 @@ class Sender:
             for raw in raws:
                 seq = self._add_line(parsed, run, seq, stream, chunk["at"], raw)
         leftover = {s: sp.leftover.decode("latin-1") for s, sp in splitters.items() if sp.leftover}
-        self.journal.store_parsed(run_key, [c["id"] for c in chunks], parsed, leftover, seq)
+        self.journal.store_parsed(run_key, [c["id"] for c in chunks], self._merge(parsed), leftover, seq)
+
+    def _merge(self, parsed):
+        """Records from parsed lines: consecutive lines of one stream and type merge when
+        more lines wait than the workers can send at once (the child outpaces delivery)."""
+        if len(parsed) <= self.workers:
+            return parsed
+        records, texts, size = [], [], 0
+        for line in parsed:
+            seq, stream, at, mtype, text, marker, file_path = line
+            if texts:
+                head = records[-1]
+                if (_mergeable(line) and _mergeable(head) and stream == head[1] and mtype == head[3]
+                        and size + 1 + len(text) <= V.DESCRIPTION_LIMIT):
+                    texts.append(text)
+                    size += 1 + len(text)
+                    continue
+                records[-1] = head[:4] + ("\n".join(texts),) + head[5:]
+            records.append(line)
+            texts, size = [text], len(text)
+        if texts:
+            records[-1] = records[-1][:4] + ("\n".join(texts),) + records[-1][5:]
+        return records
 
     def _add_line(self, parsed, run, seq: int, stream: str, at: float, raw: bytes) -> int:
         text = L.readable(raw)
@@ -229,33 +250,15 @@ class Sender:
     def _printed_file(run, text: str) -> Optional[str]:
         """The regular file a stdout line names, if any (absolute or relative to the child's directory)."""
         candidate = text.strip()
-        if not candidate or len(candidate) > 4096 or "\ufffd" in candidate:
+        # Most lines cannot be paths: spare them a stat call (a flood has 200,000 of them).
+        if not candidate or len(candidate) > 4096 or "\ufffd" in candidate or ("/" not in candidate
+                                                                              and "." not in candidate):
             return None
         path = candidate if os.path.isabs(candidate) else os.path.join(run["cwd"] or ".", candidate)
         try:
             return os.path.abspath(path) if os.path.isfile(path) else None
         except (OSError, ValueError):
             return None
-
-    def _group(self, run_key: str) -> Optional[int]:
-        """Form the next record from the lines waiting now; returns its id or None."""
-        rows = self.journal.ungrouped(run_key, GROUP_ROWS)
-        if not rows:
-            return None
-        head = rows[0]
-        ids, size = [head["id"]], len(head["text"])
-        # A few lines waiting is a burst the workers can send one by one; more waiting
-        # than workers means the child outpaces delivery: merge.
-        if _mergeable(head) and len(rows) > self.workers:
-            for row in rows[1:]:
-                if not (_mergeable(row) and row["stream"] == head["stream"] and row["mtype"] == head["mtype"]):
-                    break
-                if size + 1 + len(row["text"]) > V.DESCRIPTION_LIMIT:
-                    break
-                ids.append(row["id"])
-                size += 1 + len(row["text"])
-        self.journal.group(ids)
-        return head["id"]
 
     # -- the network jobs -------------------------------------------------------------
 
@@ -282,12 +285,11 @@ class Sender:
         self.journal.last_run_sent(run["run_key"])
 
     def _send_record(self, run, record: int) -> None:
-        rows = self.journal.record_lines(record)
-        head = rows[0]
+        head = self.journal.record(record)
         trackor_id = head["trackor_id"]
         if head["state"] == J.PENDING:
             key = head["log_key"] or f"{run['run_key']}-{head['seq']:06d}"
-            trackor_id = self._create(self.schema.log.trackor_type, self._record_fields(key, rows),
+            trackor_id = self._create(self.schema.log.trackor_type, self._record_fields(key, head),
                                       [(self.schema.run.trackor_type, run["run_key"])], record=record)
             if trackor_id is None:
                 return
@@ -297,10 +299,9 @@ class Sender:
             self.journal.set_record_state(record, J.DELIVERED)
         self.delivered_records += 1
 
-    def _record_fields(self, key: str, rows) -> Dict[str, object]:
+    def _record_fields(self, key: str, head) -> Dict[str, object]:
         log = self.schema.log
-        head = rows[0]
-        text = "\n".join(r["text"] for r in rows)
+        text = head["text"]
         return {
             "TRACKOR_KEY": key,
             log.date_time: format_time(head["at"], self.tz),
@@ -367,6 +368,6 @@ class Sender:
         self.journal.prune(run["run_key"])
 
 
-def _mergeable(row) -> bool:
-    return row["stream"] in (V.STDOUT, V.STDERR) and not row["marker"] and not row["file_path"] \
-        and row["log_key"] is None and row["description"] is None
+def _mergeable(line) -> bool:
+    """A parsed line (seq, stream, at, mtype, text, marker, file_path) that may share a record."""
+    return line[1] in (V.STDOUT, V.STDERR) and not line[5] and not line[6]

@@ -6,7 +6,8 @@ Run it with ``python -m sandbox`` (see ``sandbox.__main__``) or, in tests, with
 Layout:
     schema.py     trackor types, fields, value checks (what a value may be, how it reads back)
     query.py      field references, filters and sort turned into SQL
-    store.py      the SQLite store: seed, create/read/update/delete, files, page data
+    store.py      the SQLite store: schema, seed, reads, files, control dumps, page data
+    writes.py     the store's create / update / delete (a mixin of store.Store)
     faults.py     injected faults (latency, errors, drops, downtime) and request counters
     multipart.py  multipart/form-data parsing for file uploads
     api.py        the /api/... routes; control.py the /_sandbox/... routes

@@ -12,6 +12,10 @@ Per request, in this order:
      is set (the client sees an error although its write happened: what idempotency is for);
   4. one random draw against ``error_rate``: answered ``error_status`` (500 or 503), not processed.
 Draws come from one ``random.Random(seed)``, so a given seed gives the same sequence of outcomes.
+
+Counters (``Stats``): every API request counts in "total"; a faulted one in "faulted" (and not in its
+kind, since it was not processed -- except drop_after_commit, which was); a refused credential in
+"auth_failed"; the rest in its kind: create, read, update, delete, upload, download, info.
 """
 
 from __future__ import annotations

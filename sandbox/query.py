@@ -6,9 +6,12 @@ generic word ``Parent`` means the direct parent too). Names match case-insensiti
 unknown is a 404, as in the real API.
 
 Filter values: a value wrapped in double quotes is an exact match on the text inside. An unquoted
-value is an exact match too (the sandbox's choice; the real API documents quoting for exactness,
-so clients should always quote). An empty value matches empty fields. Checkbox filters accept
-1 / 0 / true / false with or without quotes. Filtering on an electronic-file field is refused (400).
+value on a text-like field (text, memo, drop-down, date, date-time, TRACKOR_KEY) is the sandbox's
+choice, since the real API only promises exactness for quoted values: a case-insensitive "contains"
+match, so a client that forgets the quotes sees ``KEY=RUN-1`` also match ``RUN-10`` here, as it
+might on a real installation. Unquoted TRACKOR_ID, number and checkbox values match exactly; checkbox
+filters accept 1 / 0 / true / false with or without quotes. An empty value matches empty fields.
+Filtering on an electronic-file field is refused (400).
 
 Each ancestor level L joins ``trackors tL`` and the type's data table ``dL``; level 0 is the type
 read. Only the levels a query mentions are joined.
@@ -73,6 +76,7 @@ def _level_of(chain, prefix):
 def filter_clause(ref: Ref, raw: str):
     """(SQL condition, parameters) for one filter."""
     value = unquote_value(raw)
+    quoted = value != str(raw)
     if ref.special == "TRACKOR_ID":
         try:
             return ("%s = ?" % ref.sql, [int(value)])
@@ -87,7 +91,15 @@ def filter_clause(ref: Ref, raw: str):
         if normal is None:
             raise bad("Filter on checkbox %s takes 1 or 0" % ref.field.name)
         return ("%s = ?" % ref.sql, [normal])
-    return ("%s = ?" % ref.sql, [value])
+    if quoted or (ref.field is not None and ref.field.ftype == "number"):
+        return ("%s = ?" % ref.sql, [value])
+    return ("instr(lower(%s), lower(?)) > 0" % ref.sql, [value])
+
+
+def exact(value) -> str:
+    """A filter value that matches exactly (wrapped in quotes unless it already is)."""
+    text = str(value)
+    return text if unquote_value(text) != text else '"%s"' % text
 
 
 def unquote_value(raw) -> str:

@@ -55,7 +55,8 @@ class WritesMixin:
         flt = parents[0].get("filter")
         if not isinstance(flt, dict) or not flt:
             raise bad("A parent needs a non-empty 'filter' object")
-        filters = [(k, _filter_text(v)) for k, v in flt.items()]
+        # Parent filters in a JSON body match exactly, quoted or not.
+        filters = [(k, query.exact(_filter_text(v))) for k, v in flt.items()]
         rows, _ = self._select(chain[1:], filters, [], None, 1, 2)
         if not rows:
             raise not_found("Parent %s not found: %s" % (wanted, json.dumps(flt)))

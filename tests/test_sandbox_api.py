@@ -119,6 +119,20 @@ def test_read_filters_quoted_exact_and_by_parent(api):
     assert [r["TRACKOR_KEY"] for r in generic] == ["RUN-3"]
 
 
+def test_quoted_filter_is_exact_and_unquoted_is_a_contains_match(api):
+    create_run(api, "RUN-1")
+    create_run(api, "RUN-10")
+    url = api.base + "/trackor_types/IntegrationRun/trackors"
+    assert [r["TRACKOR_KEY"] for r in api.get(url, params={"TRACKOR_KEY": '"RUN-1"'}).json()] == ["RUN-1"]
+    assert [r["TRACKOR_KEY"] for r in api.get(url, params={"TRACKOR_KEY": "run-1"}).json()] == ["RUN-1", "RUN-10"]
+
+
+def test_parent_filter_in_a_create_body_is_exact(api):
+    assert api.post(api.base + "/trackor_types/Integration/trackors",
+                    json={"fields": {"TRACKOR_KEY": "INT-10"}}).status_code == 201
+    assert create_run(api, "RUN-1", integration="INT-1").status_code == 201
+
+
 def test_read_names_are_case_insensitive_and_empty_values_null(api):
     create_run(api, "RUN-1")
     rows = api.get(api.base + "/trackor_types/integrationrun/trackors",
