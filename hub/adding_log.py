@@ -10,13 +10,14 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from hub import cli, context, lines, wrapper_log
+from hub import cli, context, journal, wrapper_log
 from hub import vocabulary as V
 from hub.api import exact
-from hub.errors import ApiError, NotFoundError, UnreachableError
+from hub.errors import ApiError, NotFoundError, UnreachableError, UsageError
 
 SCRIPT = "IntegrationWrapperAddingLog"
-REPLAY_SECONDS = 5.0
+# How long a helper script keeps trying OneVizion before it leaves its work to the journal (exit 75).
+REPLAY_SECONDS = float(os.environ.get("HUB_DELIVERY_SECONDS", "5"))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -41,10 +42,11 @@ def latest_running_run(ctx: context.Context, integration_key: str) -> str:
     """The integration's newest run whose status is Running (exit 4 when there is none)."""
     s = ctx.schema
     try:
-        integration = ctx.api.find(s.integration.trackor_type, {"TRACKOR_KEY": exact(integration_key)}, [s.integration.name])
+        integration = ctx.call(ctx.api.find, s.integration.trackor_type, {"TRACKOR_KEY": exact(integration_key)},
+                               [s.integration.name])
         if not integration:
             raise NotFoundError(f"no Integration with ID {integration_key!r} in OneVizion")
-        runs = ctx.api.find(s.run.trackor_type,
+        runs = ctx.call(ctx.api.find, s.run.trackor_type,
                             {s.run.status: exact(s.run.running),
                              f"{s.integration.trackor_type}.TRACKOR_KEY": exact(integration_key)},
                             [s.run.start], sort=f"{s.run.start}:desc")
@@ -71,38 +73,31 @@ def target_run(ctx: context.Context, args) -> str:
 
 
 def add_log(ctx: context.Context, args) -> int:
+    """Journal the record, then deliver it now through the same idempotent path the
+    wrapper uses (client-set key, read back after a refusal, retries)."""
     run_key = target_run(ctx, args)
-    log = ctx.schema.log
     now = time.time()
     key = f"{run_key}-X{int(now * 1000):x}{secrets.token_hex(2)}"
-    fields = {"TRACKOR_KEY": key, log.date_time: ctx.now_text(now), log.message_type: log.type_value(args.message_type),
-              log.message: lines.cut_message(args.message),
-              log.description: (args.description if args.description is not None else args.message)[:V.DESCRIPTION_LIMIT]}
-    trackor_id = None
-    try:
-        trackor_id = ctx.api.create(log.trackor_type, fields, [(ctx.schema.run.trackor_type, run_key)])["TRACKOR_ID"]
-        if args.file:
-            with open(args.file, "rb") as stream:
-                ctx.api.upload(trackor_id, log.file, os.path.basename(args.file), stream)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise NotFoundError(f"run {run_key} not found in OneVizion ({exc.message})") from None
-        if not exc.transient and exc.status != 401:
-            raise
-        return journal_record(ctx, run_key, key, args, now, trackor_id, exc.message)
-    except UnreachableError as exc:
-        return journal_record(ctx, run_key, key, args, now, trackor_id, exc.message)
+    description = args.description if args.description is not None else args.message
+    ctx.journal.ensure_run(run_key, args.integration_id)
+    record = ctx.journal.add_record(run_key, key, args.message_type, args.message, description[:V.DESCRIPTION_LIMIT],
+                                    os.path.abspath(args.file) if args.file else None, now)
+    sender = ctx.sender(workers=1)
+    state = sender.send_one(run_key, record, time.monotonic() + REPLAY_SECONDS)
+    if state == journal.REJECTED:
+        error = ctx.journal.record(record)["error"] or "refused"
+        ctx.journal.forget_record(record)
+        ctx.journal.prune(run_key)
+        if "404" in error:
+            raise NotFoundError(f"run {run_key} not found in OneVizion ({error})")
+        raise UsageError(f"OneVizion refused the record: {error}")
+    if state != journal.DELIVERED:
+        ctx.journal.release(run_key)
+        ctx.log.warning("record %s for run %s kept in the journal: %s", key, run_key, sender.last_error)
+        print(f"OneVizion unavailable ({sender.last_error}); record {key} kept in the local journal, the next "
+              f"invocation delivers it", file=sys.stderr)
+        return V.EXIT_JOURNALED
+    ctx.journal.prune(run_key)
     ctx.log.info("record %s added to run %s", key, run_key)
     print(key)
     return V.EXIT_OK
-
-
-def journal_record(ctx, run_key, key, args, now, trackor_id, reason) -> int:
-    ctx.journal.ensure_run(run_key, args.integration_id)
-    ctx.journal.add_record(run_key, key, args.message_type, args.message,
-                           args.description if args.description is not None else args.message,
-                           os.path.abspath(args.file) if args.file else None, now, trackor_id)
-    ctx.log.warning("record %s for run %s kept in the journal: %s", key, run_key, reason)
-    print(f"OneVizion unavailable ({reason}); record {key} kept in the local journal, the next invocation "
-          f"delivers it", file=sys.stderr)
-    return V.EXIT_JOURNALED

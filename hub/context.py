@@ -13,6 +13,7 @@ from typing import Optional
 
 from hub import config, vocabulary as V, wrapper_log
 from hub.api import OneVizion
+from hub.errors import ApiError, UnreachableError
 from hub.journal import Journal
 from hub.sender import Backoff, Sender, format_time
 
@@ -39,6 +40,18 @@ class Context:
     def sender(self, max_upload_bytes: int = V.DEFAULT_MAX_UPLOAD_MB * 1_000_000, workers: int = 4) -> Sender:
         return Sender(self.journal, self.api, self.schema, self.tz, self.log, max_upload_bytes,
                       workers=workers, backoff=self.backoff)
+
+    def call(self, function, *args, attempts: int = 3, **kwargs):
+        """A call the script must wait for (a lookup before a run exists): a few quick
+        retries when OneVizion fails transiently (no answer, 5xx), none when it refuses."""
+        for attempt in range(attempts):
+            try:
+                return function(*args, **kwargs)
+            except (UnreachableError, ApiError) as exc:
+                transient = isinstance(exc, UnreachableError) or exc.transient
+                if not transient or attempt == attempts - 1:
+                    raise
+                time.sleep(self.backoff.delay(attempt))
 
     def close(self) -> None:
         self.api.close()

@@ -310,18 +310,19 @@ class Journal:
     # -- records --------------------------------------------------------------------
 
     def add_record(self, run_key: str, log_key: str, message_type: str, text: str, description: Optional[str],
-                   file_path: Optional[str], at: Optional[float] = None, trackor_id: Optional[int] = None) -> None:
+                   file_path: Optional[str], at: Optional[float] = None, trackor_id: Optional[int] = None) -> int:
         """A whole record with its own key (IntegrationWrapperAddingLog.py); with `trackor_id`,
         one that OneVizion has created already and whose file upload is owed."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.execute(
+                cursor = self.db.execute(
                     "INSERT INTO lines(run_key, stream, at, mtype, text, file_path, log_key, description,"
                     " trackor_id, state) VALUES(?,?,?,?,?,?,?,?,?,?)",
                     (run_key, "record", at or time.time(), message_type, text, file_path, log_key, description,
                      trackor_id, CREATED if trackor_id else PENDING))
                 self.db.execute("COMMIT")
+                return cursor.lastrowid
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -340,6 +341,9 @@ class Journal:
         rows = self._all("SELECT id FROM lines WHERE run_key=? AND state IN (?,?) ORDER BY id LIMIT ?",
                          (run_key, PENDING, CREATED, limit + len(skip)))
         return [r[0] for r in rows if r[0] not in skip][:limit]
+
+    def forget_record(self, record_id: int) -> None:
+        self._run("DELETE FROM lines WHERE id=?", (record_id,))
 
     def record(self, record_id: int) -> sqlite3.Row:
         return self._one("SELECT * FROM lines WHERE id=?", (record_id,))

@@ -72,7 +72,7 @@ def find_integration(ctx: Context, name: str) -> Dict:
     s = ctx.schema.integration
     fields = [s.name, s.enabled, s.control_process, s.read_from_stdout]
     try:
-        found = ctx.api.find(s.trackor_type, {s.name: exact(name)}, fields)
+        found = ctx.call(ctx.api.find, s.trackor_type, {s.name: exact(name)}, fields)
     except ApiError as exc:
         if exc.status == 404:
             raise UsageError(f"{exc.message} (check the 'integration' section of the schema mapping: "

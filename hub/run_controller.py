@@ -43,8 +43,8 @@ def start(ctx: context.Context, args) -> int:
     """Create a Running run, set Last Run, print the run's key alone on stdout."""
     s = ctx.schema
     try:
-        found = ctx.api.find(s.integration.trackor_type, {"TRACKOR_KEY": exact(args.integration_id)},
-                             [s.integration.enabled])
+        found = ctx.call(ctx.api.find, s.integration.trackor_type, {"TRACKOR_KEY": exact(args.integration_id)},
+                         [s.integration.enabled])
     except ApiError as exc:
         raise _unreachable(exc) from None
     if not found:
@@ -76,12 +76,12 @@ def stop(ctx: context.Context, args) -> int:
     run_key = args.run_id or latest_running_run(ctx, args.integration_id)
     fields = {s.run.finish: ctx.now_text(), s.run.status: s.run.warnings if args.errors else s.run.ok}
     try:
-        found = ctx.api.find(s.run.trackor_type, {"TRACKOR_KEY": exact(run_key)}, [s.run.status])
+        found = ctx.call(ctx.api.find, s.run.trackor_type, {"TRACKOR_KEY": exact(run_key)}, [s.run.status])
         if not found:
             if ctx.journal.run(run_key) is None:
                 raise NotFoundError(f"no run {run_key!r} in OneVizion")
         else:
-            ctx.api.update(found[0]["TRACKOR_ID"], fields)
+            ctx.call(ctx.api.update, found[0]["TRACKOR_ID"], fields)
             ctx.log.info("run %s stopped by the RunController: %s", run_key, fields[s.run.status])
             return V.EXIT_OK
     except ApiError as exc:

@@ -106,6 +106,25 @@ class Sender:
         self.start(run_key)
         return self.wait_done(deadline)
 
+    def send_one(self, run_key: str, record: int, deadline: float) -> int:
+        """Deliver one record now, retrying until the deadline; returns its journal state
+        (DELIVERED, REJECTED, or still PENDING/CREATED when OneVizion did not answer in time)."""
+        attempt = 0
+        while True:
+            try:
+                self._send_record(self.journal.run(run_key), record)
+            except (UnreachableError, ApiError) as exc:
+                if not _transient(exc):
+                    raise
+                self.last_error = exc.message
+                pause = self.backoff.delay(attempt)
+                if time.monotonic() + pause > deadline:
+                    return self.journal.record(record)["state"]
+                time.sleep(pause)
+                attempt += 1
+                continue
+            return self.journal.record(record)["state"]
+
     # -- the worker -------------------------------------------------------------------
 
     def _work(self, run_key: str) -> None:
@@ -295,7 +314,7 @@ class Sender:
                 return
             self.journal.set_record_state(record, J.CREATED if head["file_path"] else J.DELIVERED, trackor_id)
         if head["file_path"]:
-            self._upload(run, trackor_id, head["file_path"])
+            self._upload(run, trackor_id, head["file_path"], explicit=head["log_key"] is not None)
             self.journal.set_record_state(record, J.DELIVERED)
         self.delivered_records += 1
 
@@ -327,13 +346,15 @@ class Sender:
                 self.journal.set_record_state(record, J.REJECTED, error=exc.message)
             return None
 
-    def _upload(self, run, trackor_id: int, path: str) -> None:
+    def _upload(self, run, trackor_id: int, path: str, explicit: bool = False) -> None:
         name = os.path.basename(path)
         try:
             with open(path, "rb") as stream:
                 self.api.upload(trackor_id, self.schema.log.file, name, stream)
             run_id = run["trackor_id"] or self._run_id(run["run_key"])
-            if run_id:
+            # A line's file is also the run's latest file; a record added by
+            # IntegrationWrapperAddingLog.py keeps its file to itself (SPEC §6).
+            if run_id and not explicit:
                 with open(path, "rb") as stream:
                     self.api.upload(run_id, self.schema.run.file, name, stream)
         except OSError as exc:

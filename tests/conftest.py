@@ -67,6 +67,7 @@ def hub(sandbox, tmp_path, monkeypatch):
     from tests.hubtest import Hub
     monkeypatch.setenv("HUB_BACKOFF_BASE", "0.02")
     monkeypatch.setenv("HUB_BACKOFF_CAP", "0.2")
+    monkeypatch.setenv("HUB_DELIVERY_SECONDS", "1")
     for name in ("HUB_RUN_ID", "HUB_INTEGRATION_ID", "HUB_INTEGRATION_NAME", "HUB_CONTROL_PROCESS", "HUB_LOG_DIR"):
         monkeypatch.delenv(name, raising=False)
     return Hub(sandbox, tmp_path)

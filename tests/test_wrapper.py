@@ -184,7 +184,7 @@ def test_the_child_gets_the_hub_variables_and_its_environment(hub, tmp_path):
 def test_a_timeout_stops_the_child_and_says_so(hub):
     key = hub.add_integration("Slowpoke")
     code = hub.wrapper(hub.integrations_file({"IntegrationName": "Slowpoke", "Timeout": 0.5,
-                                              "ExecutablePath": fixture_command("sleeper.py", "30", "ignore")}),
+                                              "ExecutablePath": fixture_command("sleeper.py", "ignore-term")}),
                        "--grace", "0.3")
     assert code == 1
     run = only_run(hub, key)
