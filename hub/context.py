@@ -5,6 +5,7 @@ delivery of whatever earlier invocations left undelivered (SPEC §5 "Nothing is 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -15,6 +16,7 @@ from hub import config, vocabulary as V, wrapper_log
 from hub.api import OneVizion
 from hub.errors import ApiError, UnreachableError
 from hub.journal import Journal
+from hub.schema import schema_as_dict
 from hub.sender import Backoff, Sender, format_time
 
 JOURNAL_FILE = "journal.sqlite3"
@@ -65,7 +67,7 @@ def open_context(args, log) -> Context:
     for warning in warnings:
         log.warning(warning)
     schema = config.load_schema(getattr(args, "schema", None))
-    journal = Journal(os.path.join(args.log_dir, JOURNAL_FILE))
+    journal = Journal(os.path.join(args.log_dir, JOURNAL_FILE), schema_json=json.dumps(schema_as_dict(schema)))
     if journal.damaged:
         log.error("the journal was damaged and was moved aside to %s; a new one was started", journal.damaged)
     backoff = Backoff(base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")),

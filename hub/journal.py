@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs(
   output_closed INTEGER NOT NULL DEFAULT 0,
   final_fields TEXT,
   final_done INTEGER NOT NULL DEFAULT 0,
-  supervised INTEGER NOT NULL DEFAULT 0
+  supervised INTEGER NOT NULL DEFAULT 0,
+  schema TEXT
 );
 CREATE TABLE IF NOT EXISTS chunks(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -96,8 +97,11 @@ def process_alive(pid: Optional[int], start: Optional[str]) -> bool:
 class Journal:
     """The journal file, shared by the threads of one process through one connection."""
 
-    def __init__(self, path: str, busy_timeout: float = 30.0):
+    def __init__(self, path: str, busy_timeout: float = 30.0, schema_json: Optional[str] = None):
         self.path = path
+        # The schema mapping of this invocation, kept with each run it opens, so that a
+        # later replay (perhaps with another -s) builds that run's records the same way.
+        self.schema_json = schema_json
         self.lock = threading.RLock()
         self.pid = os.getpid()
         self.host = socket.gethostname()
@@ -125,7 +129,11 @@ class Journal:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(_SCHEMA)
-        db.execute("SELECT count(*) FROM runs").fetchone()
+        # A file cut short (a full disk, a bad copy) can open fine and fail later, mid-run:
+        # check it now, while setting it aside is still harmless. The journal is small.
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            db.close()
+            raise sqlite3.DatabaseError("journal failed its integrity check")
         return db
 
     damaged: Optional[str] = None
@@ -170,11 +178,11 @@ class Journal:
         self._run(
             "INSERT INTO runs(run_key, integration_key, integration_id, cwd, read_stdout, create_fields,"
             " trackor_id, created, last_run_fields, owner_pid, owner_host, owner_start, started_at,"
-            " last_activity, supervised, output_closed) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " last_activity, supervised, output_closed, schema) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (run_key, integration_key, integration_id, cwd, int(read_stdout),
              _dump(create_fields), trackor_id, int(create_fields is None),
              _dump(last_run_fields), self.pid, self.host, self.start, now, now, int(supervised),
-             int(not supervised)))
+             int(not supervised), self.schema_json))
 
     def ensure_run(self, run_key: str, integration_key: str) -> None:
         """A run known only by key (made by the RunController or another wrapper): the
@@ -182,8 +190,8 @@ class Journal:
         now = time.time()
         self._run(
             "INSERT OR IGNORE INTO runs(run_key, integration_key, created, output_closed, owner_pid,"
-            " owner_host, owner_start, started_at, last_activity) VALUES(?,?,1,1,?,?,?,?,?)",
-            (run_key, integration_key, self.pid, self.host, self.start, now, now))
+            " owner_host, owner_start, started_at, last_activity, schema) VALUES(?,?,1,1,?,?,?,?,?,?)",
+            (run_key, integration_key, self.pid, self.host, self.start, now, now, self.schema_json))
 
     def run(self, run_key: str) -> Optional[sqlite3.Row]:
         return self._one("SELECT * FROM runs WHERE run_key=?", (run_key,))

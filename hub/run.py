@@ -233,13 +233,17 @@ def _supervise(ctx, entry, options, signals, integration, argv, cwd, env) -> int
         signals.child = None
         writer.close()
     ctx.journal.end_output(run_key)
+    # Exit code 0 with only a lingering grandchild: the run succeeded; the note is a warning.
+    ok = outcome is not None and (problem is None or (
+        outcome.exit_code == 0 and not outcome.timed_out and outcome.stopped_by is None))
     if problem:
-        ctx.journal.add_note(run_key, V.ERROR, problem[:1].upper() + problem[1:])
-    ok = outcome is not None and problem is None
+        ctx.journal.add_note(run_key, V.WARNING if ok else V.ERROR, problem[:1].upper() + problem[1:])
     ctx.journal.finish_run(run_key, {s.run.status: s.run.ok if ok else s.run.warnings,
                                      s.run.finish: ctx.now_text()})
     sender.wake()
     delivered = sender.wait_done(time.monotonic() + options.drain_seconds)
+    # Whatever is left (a refused record, an outage) is for the next invocation to adopt.
+    ctx.journal.release(run_key)
     ctx.log.info("run %s finished: %s; %s", run_key, problem or "exit code 0",
                  "delivered" if delivered else "some records wait in the journal")
     if outcome is not None and outcome.stopped_by:
@@ -249,6 +253,5 @@ def _supervise(ctx, entry, options, signals, integration, argv, cwd, env) -> int
         print(f"warning: {entry.name}: run {run_key} ended ({problem or 'exit code 0'}) but OneVizion did not "
               f"confirm everything ({sender.last_error or sender.failure}); kept in the journal for the next "
               f"invocation or --replay", file=sys.stderr)
-        ctx.journal.release(run_key)
         return V.EXIT_JOURNALED
     return V.EXIT_OK if ok else V.EXIT_WARNINGS

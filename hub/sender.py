@@ -17,6 +17,7 @@ jitter; a refusal (other 4xx) is logged and the record kept in the journal for
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ from hub import lines as L
 from hub import vocabulary as V
 from hub.api import OneVizion, exact
 from hub.errors import ApiError, UnreachableError
+from hub.schema import schema_from_json
 
 PARSE_BYTES = 2 << 20            # chunk bytes parsed at a time: bounds the wrapper's memory
 IDLE_WAIT = 0.5                   # seconds between looks for work from other processes
@@ -72,6 +74,7 @@ class Sender:
         self.delivered_records = 0
         self.delivered_statuses = 0
         self.last_error: Optional[str] = None
+        self.schemas: Dict[str, object] = {}
 
     # -- control ----------------------------------------------------------------------
 
@@ -192,6 +195,15 @@ class Sender:
             return None, "done"
         return None, None
 
+    def _schema_for(self, run):
+        """The schema mapping the run was opened with (a replay may run with another -s)."""
+        text = run["schema"]
+        if not text:
+            return self.schema
+        if text not in self.schemas:
+            self.schemas[text] = schema_from_json(json.loads(text), "the journal")
+        return self.schemas[text]
+
     # -- chunks to lines to records -------------------------------------------------
 
     def _parse(self, run) -> None:
@@ -282,7 +294,7 @@ class Sender:
     # -- the network jobs -------------------------------------------------------------
 
     def _create_run(self, run) -> None:
-        schema = self.schema
+        schema = self._schema_for(run)
         fields = dict(J.load(run["create_fields"]) or {})
         fields["TRACKOR_KEY"] = run["run_key"]
         trackor_id = self._create(schema.run.trackor_type, fields, [(schema.integration.trackor_type,
@@ -308,8 +320,9 @@ class Sender:
         trackor_id = head["trackor_id"]
         if head["state"] == J.PENDING:
             key = head["log_key"] or f"{run['run_key']}-{head['seq']:06d}"
-            trackor_id = self._create(self.schema.log.trackor_type, self._record_fields(key, head),
-                                      [(self.schema.run.trackor_type, run["run_key"])], record=record)
+            schema = self._schema_for(run)
+            trackor_id = self._create(schema.log.trackor_type, self._record_fields(schema, key, head),
+                                      [(schema.run.trackor_type, run["run_key"])], record=record)
             if trackor_id is None:
                 return
             self.journal.set_record_state(record, J.CREATED if head["file_path"] else J.DELIVERED, trackor_id)
@@ -318,8 +331,8 @@ class Sender:
             self.journal.set_record_state(record, J.DELIVERED)
         self.delivered_records += 1
 
-    def _record_fields(self, key: str, head) -> Dict[str, object]:
-        log = self.schema.log
+    def _record_fields(self, schema, key: str, head) -> Dict[str, object]:
+        log = schema.log
         text = head["text"]
         return {
             "TRACKOR_KEY": key,
@@ -348,15 +361,16 @@ class Sender:
 
     def _upload(self, run, trackor_id: int, path: str, explicit: bool = False) -> None:
         name = os.path.basename(path)
+        schema = self._schema_for(run)
         try:
             with open(path, "rb") as stream:
-                self.api.upload(trackor_id, self.schema.log.file, name, stream)
-            run_id = run["trackor_id"] or self._run_id(run["run_key"])
+                self.api.upload(trackor_id, schema.log.file, name, stream)
+            run_id = run["trackor_id"] or self._run_id(run)
             # A line's file is also the run's latest file; a record added by
             # IntegrationWrapperAddingLog.py keeps its file to itself (SPEC §6).
             if run_id and not explicit:
                 with open(path, "rb") as stream:
-                    self.api.upload(run_id, self.schema.run.file, name, stream)
+                    self.api.upload(run_id, schema.run.file, name, stream)
         except OSError as exc:
             self.log.warning("run %s: file %s not uploaded: %s", run["run_key"], path, exc.strerror)
         except ApiError as exc:
@@ -364,8 +378,10 @@ class Sender:
                 raise
             self.log.error("run %s: file %s refused: %s", run["run_key"], path, exc.message)
 
-    def _run_id(self, run_key: str) -> Optional[int]:
-        found = self.api.find(self.schema.run.trackor_type, {"TRACKOR_KEY": exact(run_key)}, ["TRACKOR_KEY"])
+    def _run_id(self, run) -> Optional[int]:
+        run_key = run["run_key"]
+        found = self.api.find(self._schema_for(run).run.trackor_type, {"TRACKOR_KEY": exact(run_key)},
+                              ["TRACKOR_KEY"])
         if found:
             self.journal.set_trackor_id(run_key, found[0]["TRACKOR_ID"])
             return found[0]["TRACKOR_ID"]
@@ -374,7 +390,7 @@ class Sender:
     def _send_final(self, run) -> None:
         fields = J.load(run["final_fields"])
         try:
-            run_id = run["trackor_id"] or self._run_id(run["run_key"])
+            run_id = run["trackor_id"] or self._run_id(run)
             if run_id is None:
                 raise ApiError(f"run {run['run_key']} not found in OneVizion", 404)
             self.api.update(run_id, fields)

@@ -80,9 +80,10 @@ def run_entry(ctx: context.Context, entry: config.IntegrationEntry, options: Run
 def replay_only(ctx: context.Context, seconds: float) -> int:
     """--replay: deliver the journal, say what went and what remains."""
     result = context.replay(ctx, seconds, retry_rejected=True)
-    remaining = result["remaining_records"] + result["remaining_statuses"]
+    remaining = result["remaining_records"] + result["remaining_statuses"] + result["remaining_rejected"]
     print(f"replay: delivered {result['records']} records and {result['statuses']} final statuses; "
-          f"{result['remaining_records']} records and {result['remaining_statuses']} statuses remain"
+          f"{result['remaining_records'] + result['remaining_rejected']} records and "
+          f"{result['remaining_statuses']} statuses remain"
           + (f" ({result['remaining_rejected']} refused by OneVizion, see the log in {ctx.log_dir})"
              if result["remaining_rejected"] else ""))
     return V.EXIT_OK if not remaining else V.EXIT_JOURNALED

@@ -88,6 +88,25 @@ class Hub:
         argv = [sys.executable, os.path.join(REPO_ROOT, script), *(self.common(*args) if with_common else args)]
         return subprocess.run(argv, cwd=self.tmp, env=full_env, capture_output=True, text=True, timeout=timeout)
 
+    def spawn(self, script: str, *args: str) -> subprocess.Popen:
+        """One of the root scripts as a process left running (for signals and kill -9)."""
+        argv = [sys.executable, os.path.join(REPO_ROOT, script), *self.common(*args)]
+        return subprocess.Popen(argv, cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def journal_rows(self, table: str) -> int:
+        """Rows in a table of the journal (to wait until output is journaled)."""
+        import sqlite3
+        path = os.path.join(self.log_dir, "journal.sqlite3")
+        if not os.path.exists(path):
+            return 0
+        db = sqlite3.connect(path, timeout=10)
+        try:
+            return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()
+
     def hub_log(self) -> str:
         text = ""
         for name in sorted(os.listdir(self.log_dir)) if os.path.isdir(self.log_dir) else []:
