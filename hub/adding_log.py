@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from hub import cli, context, journal, wrapper_log
+from hub import cli, context, journal
 from hub import vocabulary as V
 from hub.api import exact
 from hub.errors import ApiError, NotFoundError, UnreachableError, UsageError
@@ -22,20 +22,7 @@ REPLAY_SECONDS = float(os.environ.get("HUB_DELIVERY_SECONDS", "5"))
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = cli.parse(cli.adding_log_parser(), argv)
-    log = wrapper_log.setup(args.log_dir, SCRIPT)
-    state = {}
-
-    def body() -> int:
-        ctx = state["ctx"] = context.open_context(args, log)
-        context.replay(ctx, REPLAY_SECONDS)
-        return add_log(ctx, args)
-
-    try:
-        return cli.run_command(body, logger=log, secrets=lambda: state["ctx"].installation.secrets())
-    finally:
-        if "ctx" in state:
-            state["ctx"].close()
-        wrapper_log.close(log)
+    return context.run_script(args, SCRIPT, lambda ctx: add_log(ctx, args))
 
 
 def latest_running_run(ctx: context.Context, integration_key: str) -> str:
@@ -75,6 +62,7 @@ def target_run(ctx: context.Context, args) -> str:
 def add_log(ctx: context.Context, args) -> int:
     """Journal the record, then deliver it now through the same idempotent path the
     wrapper uses (client-set key, read back after a refusal, retries)."""
+    context.replay(ctx, REPLAY_SECONDS)
     run_key = target_run(ctx, args)
     now = time.time()
     key = f"{run_key}-X{int(now * 1000):x}{secrets.token_hex(2)}"

@@ -10,9 +10,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, List, Optional
 
-from hub import config, vocabulary as V, wrapper_log
+from hub import cli, config, vocabulary as V, wrapper_log
 from hub.api import OneVizion
 from hub.errors import ApiError, UnreachableError
 from hub.journal import Journal
@@ -73,6 +73,24 @@ def open_context(args, log) -> Context:
     backoff = Backoff(base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")),
                       cap=float(os.environ.get("HUB_BACKOFF_CAP", "30")))
     return Context(installation, schema, OneVizion(installation), journal, log, args.log_dir, backoff)
+
+
+def run_script(args, script: str, body: Callable[[Context], int]) -> int:
+    """The frame of each of the three scripts: its log, its context, `body(ctx)`, and the
+    one place where an error becomes a message and an exit code (hub.cli.run_command)."""
+    log = wrapper_log.setup(args.log_dir, script)
+    opened: List[Context] = []
+
+    def main() -> int:
+        opened.append(open_context(args, log))
+        return body(opened[0])
+
+    try:
+        return cli.run_command(main, logger=log, secrets=lambda: opened[0].installation.secrets())
+    finally:
+        for ctx in opened:
+            ctx.close()
+        wrapper_log.close(log)
 
 
 def close_abandoned(ctx: Context, run) -> None:

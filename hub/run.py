@@ -24,7 +24,7 @@ from hub import child as childmod
 from hub import vocabulary as V
 from hub.api import exact
 from hub.context import Context
-from hub.errors import ApiError, HubError, NotFoundError, UnreachableError, UsageError
+from hub.errors import ApiError, NotFoundError, UnreachableError, UsageError
 
 
 @dataclass
@@ -249,7 +249,6 @@ def _supervise(ctx, entry, options, signals, integration, argv, cwd, env) -> int
     if outcome is not None and outcome.stopped_by:
         return V.EXIT_SIGNAL_BASE + outcome.stopped_by
     if not delivered:
-        owed = ctx.journal.owed()
         print(f"warning: {entry.name}: run {run_key} ended ({problem or 'exit code 0'}) but OneVizion did not "
               f"confirm everything ({sender.last_error or sender.failure}); kept in the journal for the next "
               f"invocation or --replay", file=sys.stderr)

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from hub import cli, context, wrapper_log
+from hub import cli, context
 from hub import vocabulary as V
 from hub.adding_log import REPLAY_SECONDS, latest_running_run
 from hub.api import exact
@@ -19,20 +19,12 @@ SCRIPT = "IntegrationWrapperRunController"
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = cli.parse(cli.run_controller_parser(), argv)
-    log = wrapper_log.setup(args.log_dir, SCRIPT)
-    state = {}
+    return context.run_script(args, SCRIPT, lambda ctx: control(ctx, args))
 
-    def body() -> int:
-        ctx = state["ctx"] = context.open_context(args, log)
-        context.replay(ctx, REPLAY_SECONDS)
-        return start(ctx, args) if args.action == "start" else stop(ctx, args)
 
-    try:
-        return cli.run_command(body, logger=log, secrets=lambda: state["ctx"].installation.secrets())
-    finally:
-        if "ctx" in state:
-            state["ctx"].close()
-        wrapper_log.close(log)
+def control(ctx: context.Context, args) -> int:
+    context.replay(ctx, REPLAY_SECONDS)
+    return start(ctx, args) if args.action == "start" else stop(ctx, args)
 
 
 def _unreachable(exc: ApiError) -> UnreachableError:

@@ -3,12 +3,11 @@ run with live logs (SPEC §5), or `--replay` what the journal still owes OneVizi
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import List, Optional, Sequence
 
-from hub import cli, config, context, wrapper_log
+from hub import cli, config, context
 from hub import vocabulary as V
 from hub.errors import NotFoundError, UsageError
 from hub.run import RunOptions, SignalState, run_integration
@@ -18,39 +17,32 @@ SCRIPT = "IntegrationWrapper"
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = cli.parse(cli.wrapper_parser(), argv)
-    log = wrapper_log.setup(args.log_dir, SCRIPT)
-    state = {}
+    return context.run_script(args, SCRIPT, lambda ctx: wrap(ctx, args))
 
-    def body() -> int:
-        entries = None if args.replay else select(config.load_integrations(args.integrations), args.name)
-        ctx = state["ctx"] = context.open_context(args, log)
-        if args.replay:
-            return replay_only(ctx, args.drain_seconds)
-        signals = SignalState()
-        signals.install()
-        background = context.replay_in_background(ctx, args.drain_seconds)
-        options = RunOptions(grace=args.grace, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
-                             drain_seconds=args.drain_seconds, allow_overlap=args.allow_overlap,
-                             control_process=args.control_process)
-        code = V.EXIT_OK
-        try:
-            for entry in entries:
-                if signals.received:
-                    break
-                code = max(code, run_entry(ctx, entry, options, signals))
-        finally:
-            signals.uninstall()
-        background.join(max(0.0, min(args.drain_seconds, 5.0)))
-        if signals.received:
-            return V.EXIT_SIGNAL_BASE + signals.received
-        return code
 
+def wrap(ctx: context.Context, args) -> int:
+    """Run the selected entries one after the other; the highest exit code wins."""
+    if args.replay:
+        return replay_only(ctx, args.drain_seconds)
+    entries = select(config.load_integrations(args.integrations), args.name)
+    signals = SignalState()
+    signals.install()
+    background = context.replay_in_background(ctx, args.drain_seconds)
+    options = RunOptions(grace=args.grace, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+                         drain_seconds=args.drain_seconds, allow_overlap=args.allow_overlap,
+                         control_process=args.control_process)
+    code = V.EXIT_OK
     try:
-        return cli.run_command(body, logger=log, secrets=lambda: state["ctx"].installation.secrets())
+        for entry in entries:
+            if signals.received:
+                break
+            code = max(code, run_entry(ctx, entry, options, signals))
     finally:
-        if "ctx" in state:
-            state["ctx"].close()
-        wrapper_log.close(log)
+        signals.uninstall()
+    background.join(max(0.0, min(args.drain_seconds, 5.0)))
+    if signals.received:
+        return V.EXIT_SIGNAL_BASE + signals.received
+    return code
 
 
 def select(entries: List[config.IntegrationEntry], names: Optional[List[str]]) -> List[config.IntegrationEntry]:

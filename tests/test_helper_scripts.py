@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.hubtest import fixture_command
+
 
 
 def start(hub, key, *extra):

@@ -7,7 +7,6 @@ import os
 import signal
 import time
 
-import pytest
 
 from tests.hubtest import fixture_command
 
