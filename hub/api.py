@@ -13,17 +13,22 @@ prints on errors, opens a connection per call and waits up to 300 s.
 
 Failures become hub.errors:
     UnreachableError   no answer: refused, DNS, TLS, timeout, dropped connection
+                       -- or a 404 from a server whose /api/v3/server_info is not
+                       OneVizion's (a wrong URL path in Passwords.json)
     ApiError           an answer with an error status (401, 403, 404, 5xx...) or a
-                       body that is not what the API returns (an HTML login page)
+                       body that is not what the API returns (an HTML login page);
+                       error bodies are cut short and every credential in them masked
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from hub.errors import ApiError, UnreachableError
@@ -47,11 +52,17 @@ class OneVizion:
         self.session = requests.Session()
         self.session.auth = installation.auth()
         self.session.verify = installation.verify
+        if installation.verify is False:
+            # The administrator chose VerifyTLS false; urllib3 would print a warning to stderr on
+            # every request, into cron's mail.
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
         self.session.headers["Accept"] = "application/json"
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(pool_size, 1), max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.host = requests.utils.urlparse(self.base).netloc
+        self._masks = _masks(installation, self.session.auth)
+        self._is_onevizion: Optional[bool] = None
 
     def close(self) -> None:
         self.session.close()
@@ -114,7 +125,11 @@ class OneVizion:
     def _request(self, method: str, path: str, params=None, json_body=None, files=None,
                  expect_json: bool = True) -> Any:
         url = self.base + path
-        kwargs: Dict[str, Any] = {"params": params, "timeout": self.timeout, "allow_redirects": False}
+        # verify is passed on every call: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the
+        # environment override the session's verify, which would silently ignore CABundle and
+        # VerifyTLS false on any server that sets them.
+        kwargs: Dict[str, Any] = {"params": params, "timeout": self.timeout, "allow_redirects": False,
+                                  "verify": self.session.verify}
         if json_body is not None:
             kwargs["data"] = json.dumps(json_body).encode("utf-8")
             kwargs["headers"] = {"Content-Type": "application/json"}
@@ -141,7 +156,10 @@ class OneVizion:
             raise ApiError(f"OneVizion redirected {where} to {response.headers.get('Location', '?')}: "
                            f"is URL in Passwords.json the installation's address?", status)
         if status >= 400:
-            body = _short(response.text)
+            body = self._short(response.text)
+            if status == 404 and not self._looks_like_onevizion():
+                raise UnreachableError(f"{self.base} does not answer like a OneVizion installation (404 to {where}, "
+                                       f"and no {SERVER_INFO}): is URL in Passwords.json the installation's address?")
             if status == 401:
                 raise ApiError(f"OneVizion at {self.host} refused the credentials in Passwords.json (401)", status, body)
             if status == 403:
@@ -156,7 +174,44 @@ class OneVizion:
         except ValueError:
             kind = response.headers.get("Content-Type", "no content type")
             raise ApiError(f"OneVizion answered {where} with {kind}, not JSON: is URL in Passwords.json "
-                           f"the installation's address?", status, _short(response.text)) from None
+                           f"the installation's address?", status, self._short(response.text)) from None
+
+    def _short(self, text: str) -> str:
+        """An error body, shortened and with every credential masked: a proxy may echo the request."""
+        text = text or ""
+        for mask in self._masks:
+            text = text.replace(mask, "***")
+        return _short(text)
+
+    def _looks_like_onevizion(self) -> bool:
+        """Whether the public GET /api/v3/server_info answers with a JSON object: a 404 from a
+        OneVizion means a missing trackor type, field or id; from anything else, a wrong URL.
+        Only a definite answer is remembered; no answer at all keeps the 404 as OneVizion's."""
+        if self._is_onevizion is None:
+            try:
+                answer = self.session.get(self.base + SERVER_INFO, timeout=self.timeout, allow_redirects=False,
+                                          verify=self.session.verify)
+            except requests.exceptions.RequestException:
+                return True
+            try:
+                self._is_onevizion = answer.status_code == 200 and isinstance(answer.json(), dict)
+            except ValueError:
+                self._is_onevizion = False
+        return self._is_onevizion
+
+
+SERVER_INFO = "/api/v3/server_info"
+
+
+def _masks(installation, auth) -> List[str]:
+    """Every text that would give a credential away: the secrets and the Authorization header values."""
+    masks = [value for value in getattr(installation, "secrets", lambda: ())() if value]
+    probe = requests.Request("GET", "http://localhost/", auth=auth).prepare()
+    header = probe.headers.get("Authorization") or ""
+    if header:
+        masks.append(header)
+        masks.append(header.partition(" ")[2])
+    return sorted({m for m in masks if len(m) >= 4}, key=len, reverse=True)
 
 
 def _seg(name: str) -> str:

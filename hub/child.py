@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import fcntl
 import select
 import signal
 import subprocess
@@ -26,6 +27,8 @@ from typing import Callable, List, Mapping, Optional, Sequence
 
 from hub.errors import UsageError
 from hub.vocabulary import DEFAULT_GRACE_SECONDS, STDERR, STDOUT
+
+PIPE_SIZE = 1 << 20  # bytes of pipe buffer asked for each of the child's output pipes
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REFERENCE = r"\$\{[^}]*\}?|\$[A-Za-z_][A-Za-z0-9_]*"
@@ -169,6 +172,8 @@ class Child:
                 close_fds=True, start_new_session=True)
         except OSError as err:
             raise ChildStartError(_start_failure(program, self._cwd, err)) from err
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            _enlarge(pipe.fileno())
         # A self-pipe lets wait() wake readers blocked in poll() when a grandchild holds the pipes.
         self._wake_r, self._wake_w = os.pipe()
         for stream, pipe in ((STDOUT, self._proc.stdout), (STDERR, self._proc.stderr)):
@@ -353,6 +358,15 @@ def describe_outcome(outcome: ChildOutcome, timeout: Optional[float]) -> Optiona
     if outcome.exit_code == 0 and not unusual:
         return None
     return text
+
+
+def _enlarge(fd: int) -> None:
+    """Give a pipe 1 MiB instead of 64 KiB (Linux), so that a reader thread briefly kept
+    from running (the GIL, a busy core) does not stop a child that prints fast."""
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # a limit below 1 MiB (/proc/sys/fs/pipe-max-size): the default size works too
 
 
 def _signal_name(signum: int) -> str:

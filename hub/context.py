@@ -39,7 +39,7 @@ class Context:
     def now_text(self, at: Optional[float] = None) -> str:
         return format_time(time.time() if at is None else at, self.tz)
 
-    def sender(self, max_upload_bytes: int = V.DEFAULT_MAX_UPLOAD_MB * 1_000_000, workers: int = 4) -> Sender:
+    def sender(self, max_upload_bytes: int = V.DEFAULT_MAX_UPLOAD_MB * 1_000_000, workers: int = 8) -> Sender:
         return Sender(self.journal, self.api, self.schema, self.tz, self.log, max_upload_bytes,
                       workers=workers, backoff=self.backoff)
 

@@ -28,11 +28,11 @@ import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+# Chunk streams besides stdout/stderr: the end of the child's output, and the hub's own notes.
+from hub.records import EOF_STREAM, NOTE_PREFIX
+
 PENDING, CREATED, DELIVERED, REJECTED = 0, 1, 2, 3
 
-# Chunk streams besides stdout/stderr: the end of the child's output, and the hub's own notes.
-EOF_STREAM = "eof"
-NOTE_PREFIX = "hub:"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -285,15 +285,19 @@ class Journal:
         self.add_chunks(run_key, [(EOF_STREAM, b"", time.time())])
 
     def take_chunks(self, run_key: str, max_bytes: int) -> List[sqlite3.Row]:
-        """The oldest unparsed chunks of a run, about max_bytes of them (at least one)."""
-        rows = self._all("SELECT id, stream, at, data FROM chunks WHERE run_key=? ORDER BY id LIMIT 64", (run_key,))
-        taken, size = [], 0
-        for row in rows:
-            if taken and size + len(row["data"]) > max_bytes:
+        """The oldest unparsed chunks of a run, about max_bytes of them (at least one).
+        Sizes are read first, so that only the chunks taken are loaded into memory."""
+        sizes = self._all("SELECT id, length(data) FROM chunks WHERE run_key=? ORDER BY id LIMIT 512", (run_key,))
+        ids, total = [], 0
+        for chunk_id, size in sizes:
+            if ids and total + size > max_bytes:
                 break
-            taken.append(row)
-            size += len(row["data"])
-        return taken
+            ids.append(chunk_id)
+            total += size
+        if not ids:
+            return []
+        return self._all(f"SELECT id, stream, at, data FROM chunks WHERE id IN ({','.join('?' * len(ids))})"
+                         " ORDER BY id", ids)
 
     def store_parsed(self, run_key: str, chunk_ids: Sequence[int], lines: Sequence[Tuple], leftover: Dict[str, str],
                      next_seq: int) -> None:

@@ -8,9 +8,9 @@ child never waits on the network; the journal is what OneVizion is owed.
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import os
-import queue
 import re
 import secrets
 import signal
@@ -87,39 +87,59 @@ def find_integration(ctx: Context, name: str) -> Dict:
 
 class ChunkWriter:
     """Moves raw pipe reads into the journal in batches, off the reader threads, so a
-    child that floods its pipes never waits for a disk write."""
+    child that floods its pipes does not wait for each disk write. At most
+    MAX_PENDING bytes wait in memory: past that the reader waits for the journal
+    (memory stays bounded whatever the child prints; the pipe absorbs the pause)."""
+
+    MAX_PENDING = 4 << 20
+    MAX_BATCH = 1 << 20
 
     def __init__(self, ctx: Context, run_key: str, on_commit):
         self.ctx, self.run_key, self.on_commit = ctx, run_key, on_commit
-        self.queue: "queue.Queue" = queue.Queue()
+        self.pending: "collections.deque" = collections.deque()
+        self.pending_bytes = 0
+        self.closed = False
+        self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._loop, name="journal-writer", daemon=True)
         self.thread.start()
 
     def put(self, stream: str, data: bytes, at: float) -> None:
-        self.queue.put((stream, data, at))
+        with self.changed:
+            while self.pending_bytes > self.MAX_PENDING:
+                self.changed.wait()
+            self.pending.append((stream, data, at))
+            self.pending_bytes += len(data)
+            self.changed.notify_all()
 
     def close(self) -> None:
-        self.queue.put(None)
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
         self.thread.join()
 
+    def _take(self):
+        with self.changed:
+            while not self.pending and not self.closed:
+                self.changed.wait()
+            batch, size = [], 0
+            while self.pending and (not batch or size + len(self.pending[0][1]) <= self.MAX_BATCH):
+                item = self.pending.popleft()
+                batch.append(item)
+                size += len(item[1])
+            return batch, size
+
     def _loop(self) -> None:
-        done = False
-        while not done:
-            batch = [self.queue.get()]
-            size = len(batch[0][1]) if batch[0] else 0
-            while size < 8 << 20:
-                try:
-                    batch.append(self.queue.get_nowait())
-                except queue.Empty:
-                    break
-                size += len(batch[-1][1]) if batch[-1] else 0
-            if None in batch:
-                done = True
-                batch = [item for item in batch if item is not None]
+        while True:
+            batch, size = self._take()
+            if not batch:
+                return
             try:
                 self.ctx.journal.add_chunks(self.run_key, batch)
             except Exception:
                 self.ctx.log.exception("run %s: output could not be written to the journal", self.run_key)
+            with self.changed:
+                self.pending_bytes -= size
+                self.changed.notify_all()
             self.on_commit()
 
 

@@ -28,9 +28,9 @@ from typing import Callable, Dict, List, Optional, Set
 
 from hub import journal as J
 from hub import lines as L
-from hub import vocabulary as V
 from hub.api import OneVizion, exact
 from hub.errors import ApiError, UnreachableError
+from hub.records import RecordMaker
 from hub.schema import schema_from_json
 
 PARSE_BYTES = 2 << 20            # chunk bytes parsed at a time: bounds the wrapper's memory
@@ -207,89 +207,14 @@ class Sender:
     # -- chunks to lines to records -------------------------------------------------
 
     def _parse(self, run) -> None:
+        """Turn the chunks waiting in the journal into records, atomically with the splitter state."""
         run_key = run["run_key"]
         chunks = self.journal.take_chunks(run_key, PARSE_BYTES)
-        state = J.load(run["leftover"]) or {}
-        splitters = {s: L.LineSplitter(state.get(s, "").encode("latin-1")) for s in (V.STDOUT, V.STDERR)}
-        seq = run["next_seq"]
-        parsed = []
+        maker = RecordMaker(run["cwd"], bool(run["read_stdout"]), self.max_upload_bytes, self.workers,
+                            J.load(run["leftover"]) or {}, run["next_seq"])
         for chunk in chunks:
-            stream = chunk["stream"]
-            if stream in splitters:
-                raws = splitters[stream].feed(chunk["data"])
-            elif stream == J.EOF_STREAM:
-                raws, stream = [], None
-                for name, splitter in splitters.items():
-                    for raw in splitter.finish():
-                        seq = self._add_line(parsed, run, seq, name, chunk["at"], raw)
-            else:  # a note of the hub's own: one record of the stated type
-                seq = self._add_note(parsed, seq, stream[len(J.NOTE_PREFIX):], chunk["at"],
-                                     chunk["data"].decode("utf-8", "replace"))
-                raws = []
-            for raw in raws:
-                seq = self._add_line(parsed, run, seq, stream, chunk["at"], raw)
-        leftover = {s: sp.leftover.decode("latin-1") for s, sp in splitters.items() if sp.leftover}
-        self.journal.store_parsed(run_key, [c["id"] for c in chunks], self._merge(parsed), leftover, seq)
-
-    def _merge(self, parsed):
-        """Records from parsed lines: consecutive lines of one stream and type merge when
-        more lines wait than the workers can send at once (the child outpaces delivery)."""
-        if len(parsed) <= self.workers:
-            return parsed
-        records, texts, size = [], [], 0
-        for line in parsed:
-            seq, stream, at, mtype, text, marker, file_path = line
-            if texts:
-                head = records[-1]
-                if (_mergeable(line) and _mergeable(head) and stream == head[1] and mtype == head[3]
-                        and size + 1 + len(text) <= V.DESCRIPTION_LIMIT):
-                    texts.append(text)
-                    size += 1 + len(text)
-                    continue
-                records[-1] = head[:4] + ("\n".join(texts),) + head[5:]
-            records.append(line)
-            texts, size = [text], len(text)
-        if texts:
-            records[-1] = records[-1][:4] + ("\n".join(texts),) + records[-1][5:]
-        return records
-
-    def _add_line(self, parsed, run, seq: int, stream: str, at: float, raw: bytes) -> int:
-        text = L.readable(raw)
-        file_path = self._printed_file(run, text) if stream == V.STDOUT else None
-        if stream == V.STDOUT and not run["read_stdout"] and not file_path:
-            return seq
-        mtype = L.message_type_for(stream, text)
-        if file_path:
-            size = os.path.getsize(file_path)
-            if size > self.max_upload_bytes:
-                return self._add_note(parsed, seq, V.WARNING, at,
-                                      f"{text}: file of {size / 1e6:.1f} MB not uploaded: over the upload limit "
-                                      f"of {self.max_upload_bytes / 1e6:.0f} MB (--max-upload-mb)")
-        for marker, part in L.describe_parts(L.split_long(text)):
-            parsed.append((seq, stream, at, mtype, part, marker, file_path))
-            seq += 1
-        return seq
-
-    @staticmethod
-    def _add_note(parsed, seq: int, mtype: str, at: float, text: str) -> int:
-        for marker, part in L.describe_parts(L.split_long(text)):
-            parsed.append((seq, "hub", at, mtype, part, marker, None))
-            seq += 1
-        return seq
-
-    @staticmethod
-    def _printed_file(run, text: str) -> Optional[str]:
-        """The regular file a stdout line names, if any (absolute or relative to the child's directory)."""
-        candidate = text.strip()
-        # Most lines cannot be paths: spare them a stat call (a flood has 200,000 of them).
-        if not candidate or len(candidate) > 4096 or "\ufffd" in candidate or ("/" not in candidate
-                                                                              and "." not in candidate):
-            return None
-        path = candidate if os.path.isabs(candidate) else os.path.join(run["cwd"] or ".", candidate)
-        try:
-            return os.path.abspath(path) if os.path.isfile(path) else None
-        except (OSError, ValueError):
-            return None
+            maker.feed(chunk["stream"], chunk["data"], chunk["at"])
+        self.journal.store_parsed(run_key, [c["id"] for c in chunks], maker.records(), maker.leftover(), maker.seq)
 
     # -- the network jobs -------------------------------------------------------------
 
@@ -403,8 +328,3 @@ class Sender:
             self.last_error = exc.message
         self.journal.final_sent(run["run_key"])
         self.journal.prune(run["run_key"])
-
-
-def _mergeable(line) -> bool:
-    """A parsed line (seq, stream, at, mtype, text, marker, file_path) that may share a record."""
-    return line[1] in (V.STDOUT, V.STDERR) and not line[5] and not line[6]

@@ -36,15 +36,22 @@ class Request:
         if "json" not in content_type:
             raise SandboxError(415, "Content-Type must be application/json")
         try:
-            return json.loads(self.body.decode("utf-8"))
+            return json.loads(self.body.decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError) as error:
             raise bad("Malformed JSON: %s" % error) from None
+        except RecursionError:
+            raise bad("Malformed JSON: nested too deeply") from None
 
     def first(self, name, default=None):
         for key, values in self.query.items():
             if key.lower() == name.lower() and values:
                 return values[-1]
         return default
+
+
+def _no_constant(name):
+    """NaN, Infinity and -Infinity are not JSON (Python's json accepts them by default)."""
+    raise ValueError("%s is not a JSON value" % name)
 
 
 class Response:

@@ -169,6 +169,9 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             raise SandboxError(400, "Bad Content-Length") from None
+        if length < 0:
+            self.close_connection = True
+            raise SandboxError(400, "Bad Content-Length")
         if length > MAX_BODY:
             self.close_connection = True
             if length > DRAIN_LIMIT:

@@ -1,0 +1,213 @@
+"""From the child's raw chunks to Log records: split lines, make them readable, type
+them, spot printed files, number them, and merge them when they come in floods.
+
+A record is a tuple (seq, stream, at, message type, text, marker, file path):
+`seq` is the number of its first line (its Log ID's suffix), `text` one line or,
+for a merged record, consecutive lines joined with newlines.
+
+A flood is mostly plain lines: no level word, nothing that could be a path, no
+control characters. Such a block is decoded, merged and cut into records with
+string operations on the whole block, so that parsing 200,000 lines costs the
+wrapper a fraction of what the child spent printing them, and the child keeps its
+core. Every other line takes the careful path, one line at a time.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from hub import lines as L
+from hub import vocabulary as V
+
+Record = Tuple[int, str, float, str, str, str, Optional[str]]
+
+EOF_STREAM = "eof"
+NOTE_PREFIX = "hub:"
+
+# A block free of these can skip the per-line work. Checked with str and bytes methods,
+# not a regular expression: a case-insensitive alternation over megabytes costs seconds.
+_LEVEL_WORDS = ("info", "warn", "error", "critical", "fatal")
+_CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(11, 32)) + b"\x7f"
+
+
+class _Plain:
+    """Consecutive plain lines of one stream: a text block, its line count, its first seq, and
+    when each of its chunks was read (`marks`: (first seq, time) pairs), so that a record cut
+    from the middle still carries the time its own first line was read."""
+
+    def __init__(self, seq: int, stream: str, at: float, mtype: str, text: str, count: int):
+        self.seq, self.stream, self.at, self.mtype, self.text, self.count = seq, stream, at, mtype, text, count
+        self.marks = [(seq, at)]
+
+    def read_at(self, seq: int) -> float:
+        return self.marks[bisect.bisect_right(self.marks, (seq, float("inf"))) - 1][1]
+
+
+class RecordMaker:
+    """Turns a run's chunks into records; `leftover` and `next_seq` carry over between calls
+    (and between processes, through the journal)."""
+
+    def __init__(self, cwd: str, read_stdout: bool, max_upload_bytes: int, workers: int,
+                 leftover: Dict[str, str], next_seq: int):
+        self.cwd, self.read_stdout, self.max_upload_bytes, self.workers = cwd, read_stdout, max_upload_bytes, workers
+        self.splitters = {s: L.LineSplitter(leftover.get(s, "").encode("latin-1")) for s in (V.STDOUT, V.STDERR)}
+        self.seq = next_seq
+        self.items: List[object] = []   # Record tuples and _Plain blocks, in output order
+        self.lines = 0
+
+    def leftover(self) -> Dict[str, str]:
+        return {s: sp.leftover.decode("latin-1") for s, sp in self.splitters.items() if sp.leftover}
+
+    def feed(self, stream: str, data: bytes, at: float) -> None:
+        """One chunk, in the order the journal holds them."""
+        if stream in self.splitters:
+            raws = self.splitters[stream].feed(data)
+            if raws:
+                self._block(stream, raws, at)
+        elif stream == EOF_STREAM:
+            for name, splitter in self.splitters.items():
+                for raw in splitter.finish():
+                    self._line(name, at, raw)
+        else:  # a note of the hub's own: one record of the stated type
+            self._note(stream[len(NOTE_PREFIX):], at, data.decode("utf-8", "replace"))
+
+    def records(self) -> List[Record]:
+        """The records of everything fed so far: merged when more lines wait than the workers
+        can send at once (the child outpaces delivery), one per line otherwise."""
+        if self.lines <= self.workers:
+            return [r for item in self.items for r in (_one_per_line(item) if isinstance(item, _Plain) else [item])]
+        merged: List[Record] = []
+        current: Optional[List] = None   # [seq, stream, at, mtype, parts, size]
+        for item in self.items:
+            if isinstance(item, _Plain):
+                current = _add_plain(merged, current, item)
+            elif _mergeable(item):
+                current = _add_plain(merged, current, _Plain(item[0], item[1], item[2], item[3], item[4], 1))
+            else:
+                _close(merged, current)
+                current = None
+                merged.append(item)
+        _close(merged, current)
+        return merged
+
+    # -- the two paths ----------------------------------------------------------------
+
+    def _block(self, stream: str, raws: List[bytes], at: float) -> None:
+        if stream == V.STDOUT and not self.read_stdout and not any(b"/" in r or b"." in r for r in raws):
+            return  # stdout not wanted, and none of these lines can name a file
+        raw = b"\n".join(raws)
+        text = _plain_text(raw, raws, stream)
+        if text is None:
+            for one in raws:
+                self._line(stream, at, one)
+            return
+        count = len(raws)
+        mtype = V.ERROR if stream == V.STDERR else V.INFO
+        previous = self.items[-1] if self.items else None
+        if isinstance(previous, _Plain) and previous.stream == stream:
+            previous.text += "\n" + text
+            previous.count += count
+            previous.marks.append((self.seq, at))
+        else:
+            self.items.append(_Plain(self.seq, stream, at, mtype, text, count))
+        self.seq += count
+        self.lines += count
+
+    def _line(self, stream: str, at: float, raw: bytes) -> None:
+        text = L.readable(raw)
+        path = self._printed_file(text) if stream == V.STDOUT else None
+        if stream == V.STDOUT and not self.read_stdout and not path:
+            return
+        if path:
+            size = os.path.getsize(path)
+            if size > self.max_upload_bytes:
+                self._note(V.WARNING, at, f"{text}: file of {size / 1e6:.1f} MB not uploaded: over the upload "
+                                          f"limit of {self.max_upload_bytes / 1e6:.0f} MB (--max-upload-mb)")
+                return
+        self._add(stream, at, L.message_type_for(stream, text), text, path)
+
+    def _note(self, mtype: str, at: float, text: str) -> None:
+        self._add("hub", at, mtype, text, None)
+
+    def _add(self, stream: str, at: float, mtype: str, text: str, path: Optional[str]) -> None:
+        for marker, part in L.describe_parts(L.split_long(text)):
+            self.items.append((self.seq, stream, at, mtype, part, marker, path))
+            self.seq += 1
+            self.lines += 1
+
+    def _printed_file(self, text: str) -> Optional[str]:
+        """The regular file a stdout line names, if any (absolute or relative to the child's directory)."""
+        candidate = text.strip()
+        # Most lines cannot be paths: spare them a stat call.
+        if not candidate or len(candidate) > 4096 or "\ufffd" in candidate or (
+                "/" not in candidate and "." not in candidate):
+            return None
+        path = candidate if os.path.isabs(candidate) else os.path.join(self.cwd or ".", candidate)
+        try:
+            return os.path.abspath(path) if os.path.isfile(path) else None
+        except (OSError, ValueError):
+            return None
+
+
+def _plain_text(raw: bytes, raws: List[bytes], stream: str) -> Optional[str]:
+    """The block as text when every line in it is plain (valid UTF-8, no control characters,
+    no level word, not too long, and on stdout nothing that could name a file); else None."""
+    if len(raw.translate(None, _CONTROL_BYTES)) != len(raw) or max(map(len, raws)) > V.DESCRIPTION_LIMIT:
+        return None
+    if stream == V.STDOUT and (b"/" in raw or b"." in raw):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lowered = text.lower()
+    if any(word in lowered for word in _LEVEL_WORDS):
+        return None
+    return text
+
+
+def _mergeable(record: Sequence) -> bool:
+    """A single line that may share a record: of the child's streams, not a part, no file."""
+    return record[1] in (V.STDOUT, V.STDERR) and not record[5] and not record[6]
+
+
+def _one_per_line(block: _Plain) -> List[Record]:
+    return [(block.seq + i, block.stream, block.read_at(block.seq + i), block.mtype, text, "", None)
+            for i, text in enumerate(block.text.split("\n"))]
+
+
+def _add_plain(merged: List[Record], current: Optional[List], block: _Plain) -> List:
+    """Append a block of lines to the record being built, cutting records at the Description
+    limit on line boundaries; returns the record being built afterwards."""
+    if current is not None and (current[1] != block.stream or current[3] != block.mtype):
+        _close(merged, current)
+        current = None
+    text, seq = block.text, block.seq
+    while text:
+        if current is None:
+            current = [seq, block.stream, block.read_at(seq), block.mtype, [], 0]
+        room = V.DESCRIPTION_LIMIT - current[5] - (1 if current[4] else 0)
+        if len(text) <= room:
+            current[4].append(text)
+            current[5] += len(text) + (1 if len(current[4]) > 1 else 0)
+            break
+        cut = text.rfind("\n", 0, room + 1)
+        if cut < 0 and current[4]:   # not even the next line fits: this record is full
+            _close(merged, current)
+            current = None
+            continue
+        if cut < 0:   # an empty record and a line of the whole limit: it is the record
+            cut = text.find("\n") if "\n" in text else len(text)
+        piece, text = text[:cut], text[cut + 1:]
+        current[4].append(piece)
+        seq += piece.count("\n") + 1
+        _close(merged, current)
+        current = None
+    return current
+
+
+def _close(merged: List[Record], current: Optional[List]) -> None:
+    if current is not None and current[4]:
+        merged.append((current[0], current[1], current[2], current[3], "\n".join(current[4]), "", None))
