@@ -66,6 +66,8 @@ def open_context(args, log) -> Context:
     installation, warnings = config.load_passwords(args.passwords)
     for warning in warnings:
         log.warning(warning)
+    if installation.verify is False:
+        log.warning("TLS verification is off (VerifyTLS false in %s)", args.passwords)
     schema = config.load_schema(getattr(args, "schema", None))
     journal = Journal(os.path.join(args.log_dir, JOURNAL_FILE), schema_json=json.dumps(schema_as_dict(schema)))
     if journal.damaged:

@@ -26,6 +26,11 @@ Record = Tuple[int, str, float, str, str, str, Optional[str]]
 EOF_STREAM = "eof"
 NOTE_PREFIX = "hub:"
 
+# A line still without its newline past this size is sent in parts as it comes, marked
+# "(part k/…)" until its end shows how many there are: memory stays bounded by this,
+# however long the line.
+LONG_LINE_HOLD = 8 * V.DESCRIPTION_LIMIT
+
 # A block free of these can skip the per-line work. Checked with str and bytes methods,
 # not a regular expression: a case-insensitive alternation over megabytes costs seconds.
 _LEVEL_WORDS = ("info", "warn", "error", "critical", "fatal")
@@ -53,23 +58,39 @@ class RecordMaker:
                  leftover: Dict[str, str], next_seq: int):
         self.cwd, self.read_stdout, self.max_upload_bytes, self.workers = cwd, read_stdout, max_upload_bytes, workers
         self.splitters = {s: L.LineSplitter(leftover.get(s, "").encode("latin-1")) for s in (V.STDOUT, V.STDERR)}
+        # A long line sent in parts so far: how many parts, and the type its first part gave it.
+        self.long_parts = {s: int(leftover.get(s + ":parts", "0")) for s in self.splitters}
+        self.long_type = {s: leftover.get(s + ":type", "") for s in self.splitters}
         self.seq = next_seq
         self.items: List[object] = []   # Record tuples and _Plain blocks, in output order
         self.lines = 0
 
     def leftover(self) -> Dict[str, str]:
-        return {s: sp.leftover.decode("latin-1") for s, sp in self.splitters.items() if sp.leftover}
+        """What carries over to the next call: partial lines (bytes as latin-1) and long-line state."""
+        state = {s: sp.leftover.decode("latin-1") for s, sp in self.splitters.items() if sp.leftover}
+        for s, parts in self.long_parts.items():
+            if parts:
+                state[s + ":parts"], state[s + ":type"] = str(parts), self.long_type[s]
+        return state
 
     def feed(self, stream: str, data: bytes, at: float) -> None:
         """One chunk, in the order the journal holds them."""
         if stream in self.splitters:
-            raws = self.splitters[stream].feed(data)
+            splitter = self.splitters[stream]
+            raws = splitter.feed(data)
+            if raws and self.long_parts[stream]:
+                self._end_long_line(stream, at, raws.pop(0))
             if raws:
                 self._block(stream, raws, at)
+            if len(splitter.leftover) > LONG_LINE_HOLD:
+                self._send_long_line_parts(stream, at)
         elif stream == EOF_STREAM:
             for name, splitter in self.splitters.items():
                 for raw in splitter.finish():
-                    self._line(name, at, raw)
+                    if self.long_parts[name]:
+                        self._end_long_line(name, at, raw)
+                    else:
+                        self._line(name, at, raw)
         else:  # a note of the hub's own: one record of the stated type
             self._note(stream[len(NOTE_PREFIX):], at, data.decode("utf-8", "replace"))
 
@@ -121,21 +142,53 @@ class RecordMaker:
         if stream == V.STDOUT and not self.read_stdout and not path:
             return
         if path:
-            size = os.path.getsize(path)
+            try:
+                size = os.path.getsize(path)
+            except OSError:  # gone since it was seen: an ordinary line
+                size, path = 0, None
             if size > self.max_upload_bytes:
                 self._note(V.WARNING, at, f"{text}: file of {size / 1e6:.1f} MB not uploaded: over the upload "
                                           f"limit of {self.max_upload_bytes / 1e6:.0f} MB (--max-upload-mb)")
                 return
         self._add(stream, at, L.message_type_for(stream, text), text, path)
 
+    def _send_long_line_parts(self, stream: str, at: float) -> None:
+        """Records for the full parts of a line whose end has not come yet."""
+        splitter = self.splitters[stream]
+        rest = splitter.leftover
+        while len(rest) > LONG_LINE_HOLD:
+            cut = _char_boundary(rest, V.DESCRIPTION_LIMIT)
+            text = L.readable(rest[:cut])
+            rest = rest[cut:]
+            if not self.long_parts[stream]:
+                self.long_type[stream] = L.message_type_for(stream, text)
+            self.long_parts[stream] += 1
+            if stream == V.STDERR or self.read_stdout:
+                self._append(stream, at, self.long_type[stream], text, f"(part {self.long_parts[stream]}/\u2026) ")
+        splitter.leftover = rest
+
+    def _end_long_line(self, stream: str, at: float, raw: bytes) -> None:
+        """The end of a line sent in parts: its last parts, numbered out of the total now known."""
+        done, mtype = self.long_parts[stream], self.long_type[stream]
+        self.long_parts[stream], self.long_type[stream] = 0, ""
+        if stream == V.STDOUT and not self.read_stdout:
+            return
+        parts = L.split_long(L.readable(raw))
+        for number, part in enumerate(parts, done + 1):
+            self._append(stream, at, mtype, part, f"(part {number}/{done + len(parts)}) ")
+
+    def _append(self, stream: str, at: float, mtype: str, text: str, marker: str,
+                path: Optional[str] = None) -> None:
+        self.items.append((self.seq, stream, at, mtype, text, marker, path))
+        self.seq += 1
+        self.lines += 1
+
     def _note(self, mtype: str, at: float, text: str) -> None:
         self._add("hub", at, mtype, text, None)
 
     def _add(self, stream: str, at: float, mtype: str, text: str, path: Optional[str]) -> None:
         for marker, part in L.describe_parts(L.split_long(text)):
-            self.items.append((self.seq, stream, at, mtype, part, marker, path))
-            self.seq += 1
-            self.lines += 1
+            self._append(stream, at, mtype, part, marker, path)
 
     def _printed_file(self, text: str) -> Optional[str]:
         """The regular file a stdout line names, if any (absolute or relative to the child's directory)."""
@@ -144,9 +197,12 @@ class RecordMaker:
         if not candidate or len(candidate) > 4096 or "\ufffd" in candidate or (
                 "/" not in candidate and "." not in candidate):
             return None
-        path = candidate if os.path.isabs(candidate) else os.path.join(self.cwd or ".", candidate)
+        path = os.path.abspath(candidate if os.path.isabs(candidate) else os.path.join(self.cwd or ".", candidate))
+        # /proc and /sys files claim to be regular and empty, and some block when read.
+        if path.startswith(("/proc/", "/sys/")):
+            return None
         try:
-            return os.path.abspath(path) if os.path.isfile(path) else None
+            return path if os.path.isfile(path) else None
         except (OSError, ValueError):
             return None
 
@@ -166,6 +222,14 @@ def _plain_text(raw: bytes, raws: List[bytes], stream: str) -> Optional[str]:
     if any(word in lowered for word in _LEVEL_WORDS):
         return None
     return text
+
+
+def _char_boundary(data: bytes, limit: int) -> int:
+    """The largest cut at or before `limit` that does not split a UTF-8 character."""
+    cut = limit
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut or limit
 
 
 def _mergeable(record: Sequence) -> bool:
