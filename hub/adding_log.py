@@ -36,7 +36,7 @@ def latest_running_run(ctx: context.Context, integration_key: str) -> str:
         runs = ctx.call(ctx.api.find, s.run.trackor_type,
                             {s.run.status: exact(s.run.running),
                              f"{s.integration.trackor_type}.TRACKOR_KEY": exact(integration_key)},
-                            [s.run.start], sort=f"{s.run.start}:desc")
+                            [s.run.start], sort=f"{s.run.start}:desc", per_page=1)
     except ApiError as exc:
         raise UnreachableError(exc.message) from None
     if not runs:

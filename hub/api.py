@@ -69,10 +69,6 @@ class OneVizion:
 
     # -- the calls the hub makes ------------------------------------------------------
 
-    def check_credentials(self) -> None:
-        """GET /api/authorize: raises ApiError(401) when the credentials are refused."""
-        self._request("GET", "/api/authorize", expect_json=False)
-
     def find(self, trackor_type: str, filters: Mapping[str, Any], fields: Sequence[str] = (),
              sort: Optional[str] = None, per_page: Optional[int] = None) -> List[Dict[str, Any]]:
         """Trackors of a type matching every filter (values are sent as given: wrap them
