@@ -67,8 +67,8 @@ def add_log(ctx: context.Context, args) -> int:
     now = time.time()
     key = f"{run_key}-X{int(now * 1000):x}{secrets.token_hex(2)}"
     description = args.description if args.description is not None else args.message
-    ctx.journal.ensure_run(run_key, args.integration_id)
-    record = ctx.journal.add_record(run_key, key, args.message_type, args.message, description[:V.DESCRIPTION_LIMIT],
+    record = ctx.journal.add_record(run_key, args.integration_id, key, args.message_type, args.message,
+                                    description[:V.DESCRIPTION_LIMIT],
                                     os.path.abspath(args.file) if args.file else None, now)
     sender = ctx.sender(workers=1)
     state = sender.send_one(run_key, record, time.monotonic() + REPLAY_SECONDS)

@@ -184,14 +184,20 @@ class Journal:
              _dump(last_run_fields), self.pid, self.host, self.start, now, now, int(supervised),
              int(not supervised), self.schema_json))
 
-    def ensure_run(self, run_key: str, integration_key: str) -> None:
-        """A run known only by key (made by the RunController or another wrapper): the
-        journal needs a row for it to hold records and a final status."""
+    def _known_run(self, run_key: str, integration_key: str) -> Tuple[str, Sequence[Any]]:
+        """The statement that gives a run known only by key (opened by the RunController or
+        another wrapper) a row, to hold records and a final status. It runs in the same
+        transaction as what it is for: another process's prune() may drop an empty row
+        between two separate statements."""
         now = time.time()
-        self._run(
-            "INSERT OR IGNORE INTO runs(run_key, integration_key, created, output_closed, owner_pid,"
-            " owner_host, owner_start, started_at, last_activity, schema) VALUES(?,?,1,1,?,?,?,?,?,?)",
-            (run_key, integration_key, self.pid, self.host, self.start, now, now, self.schema_json))
+        return ("INSERT OR IGNORE INTO runs(run_key, integration_key, created, output_closed, owner_pid,"
+                " owner_host, owner_start, started_at, last_activity, schema) VALUES(?,?,1,1,?,?,?,?,?,?)",
+                (run_key, integration_key, self.pid, self.host, self.start, now, now, self.schema_json))
+
+    def close_known_run(self, run_key: str, integration_key: str, final_fields: Dict[str, Any]) -> None:
+        """A final status for a run known only by key (RunController stop while OneVizion is away)."""
+        self._tx([self._known_run(run_key, integration_key),
+                  ("UPDATE runs SET final_fields=?, output_closed=1 WHERE run_key=?", (_dump(final_fields), run_key))])
 
     def run(self, run_key: str) -> Optional[sqlite3.Row]:
         return self._one("SELECT * FROM runs WHERE run_key=?", (run_key,))
@@ -321,18 +327,17 @@ class Journal:
 
     # -- records --------------------------------------------------------------------
 
-    def add_record(self, run_key: str, log_key: str, message_type: str, text: str, description: Optional[str],
-                   file_path: Optional[str], at: Optional[float] = None, trackor_id: Optional[int] = None) -> int:
-        """A whole record with its own key (IntegrationWrapperAddingLog.py); with `trackor_id`,
-        one that OneVizion has created already and whose file upload is owed."""
+    def add_record(self, run_key: str, integration_key: str, log_key: str, message_type: str, text: str,
+                   description: Optional[str], file_path: Optional[str], at: float) -> int:
+        """A whole record with its own key (IntegrationWrapperAddingLog.py); returns its id."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
+                self.db.execute(*self._known_run(run_key, integration_key))
                 cursor = self.db.execute(
-                    "INSERT INTO lines(run_key, stream, at, mtype, text, file_path, log_key, description,"
-                    " trackor_id, state) VALUES(?,?,?,?,?,?,?,?,?,?)",
-                    (run_key, "record", at or time.time(), message_type, text, file_path, log_key, description,
-                     trackor_id, CREATED if trackor_id else PENDING))
+                    "INSERT INTO lines(run_key, stream, at, mtype, text, file_path, log_key, description)"
+                    " VALUES(?,?,?,?,?,?,?,?)",
+                    (run_key, "record", at, message_type, text, file_path, log_key, description))
                 self.db.execute("COMMIT")
                 return cursor.lastrowid
             except BaseException:

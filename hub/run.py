@@ -42,9 +42,11 @@ class SignalState:
     def __init__(self):
         self.received: Optional[int] = None
         self.child: Optional[childmod.Child] = None
+        self.event = threading.Event()   # set on the first signal: stop waiting for OneVizion
 
     def handle(self, signum, _frame=None) -> None:
         self.received = self.received or signum
+        self.event.set()
         if self.child is not None:
             self.child.stop(signum)
 
@@ -251,6 +253,9 @@ def _supervise(ctx, entry, options, signals, integration, argv, cwd, env) -> int
         problem = f"could not start {os.path.basename(argv[0])}: {exc.message}"
     finally:
         signals.child = None
+        # A signal that stopped the child still lets the run close (SPEC: the Error record and
+        # the final status go out); only a signal that comes while delivering cuts that short.
+        signals.event.clear()
         writer.close()
     ctx.journal.end_output(run_key)
     # Exit code 0 with only a lingering grandchild: the run succeeded; the note is a warning.
@@ -261,7 +266,8 @@ def _supervise(ctx, entry, options, signals, integration, argv, cwd, env) -> int
     ctx.journal.finish_run(run_key, {s.run.status: s.run.ok if ok else s.run.warnings,
                                      s.run.finish: ctx.now_text()})
     sender.wake()
-    delivered = sender.wait_done(time.monotonic() + options.drain_seconds)
+    # A signal after the child ended cuts the wait short: what is left stays in the journal.
+    delivered = sender.wait_done(time.monotonic() + options.drain_seconds, interrupt=signals.event)
     # Whatever is left (a refused record, an outage) is for the next invocation to adopt.
     ctx.journal.release(run_key)
     ctx.log.info("run %s finished: %s; %s", run_key, problem or "exit code 0",

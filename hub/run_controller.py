@@ -84,8 +84,7 @@ def stop(ctx: context.Context, args) -> int:
         reason = exc.message
     else:
         reason = "the run is still waiting in the journal to be created"
-    ctx.journal.ensure_run(run_key, args.integration_id)
-    ctx.journal.finish_run(run_key, fields)
+    ctx.journal.close_known_run(run_key, args.integration_id, fields)
     ctx.journal.release(run_key)
     print(f"OneVizion unavailable ({reason}); the status of run {run_key} is kept in the local journal, the next "
           f"invocation delivers it", file=sys.stderr)

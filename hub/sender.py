@@ -88,10 +88,12 @@ class Sender:
         with self.changed:
             self.changed.notify_all()
 
-    def wait_done(self, deadline: float) -> bool:
-        """Wait until the run is delivered or the deadline (time.monotonic()) passes; then stop."""
+    def wait_done(self, deadline: float, interrupt: Optional[threading.Event] = None) -> bool:
+        """Wait until the run is delivered, the deadline (time.monotonic()) passes or `interrupt`
+        is set; then stop the workers. True when everything was delivered."""
         for thread in self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            while thread.is_alive() and time.monotonic() < deadline and not (interrupt and interrupt.is_set()):
+                thread.join(min(0.1, max(0.0, deadline - time.monotonic())))
         done = not any(t.is_alive() for t in self.threads)
         self.stop()
         return done and self.failure is None
@@ -122,11 +124,17 @@ class Sender:
                 self.last_error = exc.message
                 pause = self.backoff.delay(attempt)
                 if time.monotonic() + pause > deadline:
-                    return self.journal.record(record)["state"]
+                    return self._state(record)
                 time.sleep(pause)
                 attempt += 1
                 continue
-            return self.journal.record(record)["state"]
+            return self._state(record)
+
+    def _state(self, record: int) -> int:
+        # Gone from the journal: another process adopted the run and delivered it
+        # (only delivered records are pruned).
+        row = self.journal.record(record)
+        return J.DELIVERED if row is None else row["state"]
 
     # -- the worker -------------------------------------------------------------------
 
@@ -242,6 +250,8 @@ class Sender:
 
     def _send_record(self, run, record: int) -> None:
         head = self.journal.record(record)
+        if head is None or run is None:
+            return  # delivered by another process meanwhile (see _state)
         trackor_id = head["trackor_id"]
         if head["state"] == J.PENDING:
             key = head["log_key"] or f"{run['run_key']}-{head['seq']:06d}"

@@ -226,3 +226,25 @@ def test_a_refused_record_is_kept_for_replay_and_does_not_block_the_final_status
     assert "refused by OneVizion, kept in the journal for --replay" in hub.hub_log()
     replay = hub.script("IntegrationWrapper.py", "--replay")
     assert replay.returncode == 75 and "1 refused by OneVizion" in replay.stdout
+
+
+def test_sigterm_while_waiting_for_a_down_onevizion_exits_at_once_and_keeps_the_rest(hub):
+    key = hub.add_integration("Patience")
+    wrapper = hub.spawn("IntegrationWrapper.py", "--drain-seconds", "120", "-i", hub.integrations_file({
+        "IntegrationName": "Patience",
+        "ExecutablePath": fixture_command("takes_onevizion_down.py", hub.sandbox.url, "600", "10")}))
+    try:
+        wait_for(lambda: hub.journal_rows("lines") + hub.journal_rows("chunks") > 0 and
+                 "delivery failed, will retry" in hub.hub_log(), what="the run waiting for OneVizion")
+        time.sleep(0.5)  # the child has printed its 10 lines and ended
+        started = time.monotonic()
+        wrapper.send_signal(signal.SIGTERM)
+        wrapper.communicate(timeout=20)
+        assert time.monotonic() - started < 5
+    finally:
+        wrapper.kill()
+    assert wrapper.returncode == 128 + signal.SIGTERM
+    hub.sandbox.clear_faults()
+    assert hub.script("IntegrationWrapper.py", "--replay").returncode == 0
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings" and output_lines(hub, run["TRACKOR_KEY"]) == numbered(10)
