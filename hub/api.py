@@ -35,7 +35,9 @@ from hub.errors import ApiError, UnreachableError
 
 # (connect, read) seconds: long enough for a busy installation, short enough that a
 # hung server costs one retry, not a cron slot.
-DEFAULT_TIMEOUT = (10.0, 60.0)
+DEFAULT_TIMEOUT = (10.0, 30.0)
+# An upload's answer comes after the installation has stored the whole file.
+UPLOAD_TIMEOUT = (10.0, 300.0)
 
 
 def exact(value: Any) -> str:
@@ -114,17 +116,17 @@ class OneVizion:
         """Upload a file (an open binary file) into an electronic-file field."""
         self._request("POST", f"/api/v3/trackor/{int(trackor_id)}/file/{_seg(field)}",
                       params=[("file_name", file_name)], files={"file": (file_name, stream)},
-                      expect_json=False)
+                      expect_json=False, timeout=UPLOAD_TIMEOUT)
 
     # -- one request, its errors ----------------------------------------------------
 
     def _request(self, method: str, path: str, params=None, json_body=None, files=None,
-                 expect_json: bool = True) -> Any:
+                 expect_json: bool = True, timeout=None) -> Any:
         url = self.base + path
         # verify is passed on every call: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE in the
         # environment override the session's verify, which would silently ignore CABundle and
         # VerifyTLS false on any server that sets them.
-        kwargs: Dict[str, Any] = {"params": params, "timeout": self.timeout, "allow_redirects": False,
+        kwargs: Dict[str, Any] = {"params": params, "timeout": timeout or self.timeout, "allow_redirects": False,
                                   "verify": self.session.verify}
         if json_body is not None:
             kwargs["data"] = json.dumps(json_body).encode("utf-8")

@@ -98,11 +98,14 @@ class Sender:
         self.stop()
         return done and self.failure is None
 
-    def stop(self) -> None:
+    def stop(self, patience: float = 2.0) -> None:
+        """Stop the workers. A worker inside a request to a hung server is not waited for past
+        `patience` seconds in all: it is a daemon, and the journal stays consistent without it."""
         self.stopping.set()
         self.wake()
+        deadline = time.monotonic() + patience
         for thread in self.threads:
-            thread.join(5)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def deliver(self, run_key: str, deadline: float) -> bool:
         """Deliver one run completely (or until the deadline): replays and helper scripts."""
@@ -162,6 +165,8 @@ class Sender:
                 self.stopping.wait(self.backoff.delay(attempt))
                 attempt += 1
             except Exception as exc:  # a bug must not kill delivery silently: log, stop this run's delivery
+                if self.stopping.is_set():
+                    return  # the process is closing its journal and log under this worker: nothing to say
                 self.log.exception("run %s: delivery stopped by an internal error", run_key)
                 self.failure = f"internal error: {type(exc).__name__}: {exc}"
                 self.stopping.set()
