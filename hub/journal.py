@@ -20,13 +20,14 @@ OneVizion refused (4xx) stay, for `--replay`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 # Chunk streams besides stdout/stderr: the end of the child's output, and the hub's own notes.
 from hub.records import EOF_STREAM, NOTE_PREFIX
@@ -142,16 +143,23 @@ class Journal:
         with self.lock:
             self.db.close()
 
-    def _tx(self, statements: Iterable[Tuple[str, Sequence[Any]]]) -> None:
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken at once (IMMEDIATE) so that writers from other
+        processes queue on the busy timeout instead of failing halfway."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in statements:
-                    self.db.execute(sql, args)
+                yield self.db
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
+
+    def _tx(self, statements: Iterable[Tuple[str, Sequence[Any]]]) -> None:
+        with self._transaction() as db:
+            for sql, args in statements:
+                db.execute(sql, args)
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Optional[sqlite3.Row]:
         with self.lock:
@@ -168,21 +176,25 @@ class Journal:
     # -- runs -----------------------------------------------------------------------
 
     def open_run(self, run_key: str, integration_key: str, integration_id: Optional[int], cwd: str,
-                 read_stdout: bool, create_fields: Optional[Dict[str, Any]],
-                 last_run_fields: Optional[Dict[str, Any]], trackor_id: Optional[int] = None,
+                 read_stdout: bool, create_fields: Dict[str, Any], last_run_fields: Dict[str, Any],
                  supervised: bool = True) -> None:
-        """Record a run this process owns. `create_fields` None: the run exists in OneVizion already.
+        """Record a new run this process owns and must create in OneVizion.
         `supervised`: a wrapper runs its child (a crash then closes the run); False for runs
         that the RunController opened, which whoever opened them closes."""
         now = time.time()
         self._run(
             "INSERT INTO runs(run_key, integration_key, integration_id, cwd, read_stdout, create_fields,"
-            " trackor_id, created, last_run_fields, owner_pid, owner_host, owner_start, started_at,"
-            " last_activity, supervised, output_closed, schema) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_key, integration_key, integration_id, cwd, int(read_stdout),
-             _dump(create_fields), trackor_id, int(create_fields is None),
+            " last_run_fields, owner_pid, owner_host, owner_start, started_at,"
+            " last_activity, supervised, output_closed, schema) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run_key, integration_key, integration_id, cwd, int(read_stdout), _dump(create_fields),
              _dump(last_run_fields), self.pid, self.host, self.start, now, now, int(supervised),
              int(not supervised), self.schema_json))
+
+    def forget_run(self, run_key: str) -> None:
+        """Drop a run OneVizion refused to create, before anything was written for it."""
+        self._tx([("DELETE FROM lines WHERE run_key=?", (run_key,)),
+                  ("DELETE FROM chunks WHERE run_key=?", (run_key,)),
+                  ("DELETE FROM runs WHERE run_key=?", (run_key,))])
 
     def _known_run(self, run_key: str, integration_key: str) -> Tuple[str, Sequence[Any]]:
         """The statement that gives a run known only by key (opened by the RunController or
@@ -210,10 +222,6 @@ class Journal:
 
     def last_run_sent(self, run_key: str) -> None:
         self._run("UPDATE runs SET last_run_fields=NULL WHERE run_key=?", (run_key,))
-
-    def close_output(self, run_key: str) -> None:
-        """No more chunks will come for this run."""
-        self._run("UPDATE runs SET output_closed=1 WHERE run_key=?", (run_key,))
 
     def finish_run(self, run_key: str, final_fields: Dict[str, Any]) -> None:
         """The run is over; its final status waits until every record before it is sent."""
@@ -271,16 +279,10 @@ class Journal:
         """Raw pipe reads (stream, data, time read), in one transaction."""
         if not chunks:
             return
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.executemany("INSERT INTO chunks(run_key, stream, at, data) VALUES(?,?,?,?)",
-                                    [(run_key, s, at, data) for s, data, at in chunks])
-                self.db.execute("UPDATE runs SET last_activity=? WHERE run_key=?", (chunks[-1][2], run_key))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.executemany("INSERT INTO chunks(run_key, stream, at, data) VALUES(?,?,?,?)",
+                           [(run_key, s, at, data) for s, data, at in chunks])
+            db.execute("UPDATE runs SET last_activity=? WHERE run_key=?", (chunks[-1][2], run_key))
 
     def add_note(self, run_key: str, message_type: str, text: str, at: Optional[float] = None) -> None:
         """A record of the hub's own (could not start, exit code, wrapper stopped...), after the output so far."""
@@ -308,19 +310,12 @@ class Journal:
     def store_parsed(self, run_key: str, chunk_ids: Sequence[int], lines: Sequence[Tuple], leftover: Dict[str, str],
                      next_seq: int) -> None:
         """Lines parsed from chunks replace those chunks, with the splitter state, atomically."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.executemany(
-                    "INSERT INTO lines(run_key, seq, stream, at, mtype, text, marker, file_path)"
-                    " VALUES(?,?,?,?,?,?,?,?)", [(run_key,) + tuple(line) for line in lines])
-                self.db.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in chunk_ids])
-                self.db.execute("UPDATE runs SET leftover=?, next_seq=? WHERE run_key=?",
-                                (json.dumps(leftover), next_seq, run_key))
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.executemany("INSERT INTO lines(run_key, seq, stream, at, mtype, text, marker, file_path)"
+                           " VALUES(?,?,?,?,?,?,?,?)", [(run_key,) + tuple(line) for line in lines])
+            db.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in chunk_ids])
+            db.execute("UPDATE runs SET leftover=?, next_seq=? WHERE run_key=?",
+                       (json.dumps(leftover), next_seq, run_key))
 
     def has_chunks(self, run_key: str) -> bool:
         return self._one("SELECT 1 FROM chunks WHERE run_key=? LIMIT 1", (run_key,)) is not None
@@ -330,19 +325,12 @@ class Journal:
     def add_record(self, run_key: str, integration_key: str, log_key: str, message_type: str, text: str,
                    description: Optional[str], file_path: Optional[str], at: float) -> int:
         """A whole record with its own key (IntegrationWrapperAddingLog.py); returns its id."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                self.db.execute(*self._known_run(run_key, integration_key))
-                cursor = self.db.execute(
-                    "INSERT INTO lines(run_key, stream, at, mtype, text, file_path, log_key, description)"
-                    " VALUES(?,?,?,?,?,?,?,?)",
-                    (run_key, "record", at, message_type, text, file_path, log_key, description))
-                self.db.execute("COMMIT")
-                return cursor.lastrowid
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            db.execute(*self._known_run(run_key, integration_key))
+            return db.execute(
+                "INSERT INTO lines(run_key, stream, at, mtype, text, file_path, log_key, description)"
+                " VALUES(?,?,?,?,?,?,?,?)",
+                (run_key, "record", at, message_type, text, file_path, log_key, description)).lastrowid
 
     def open_run_of(self, integration_key: str) -> Optional[str]:
         """The newest run of an integration that a live wrapper on this machine supervises."""

@@ -209,17 +209,14 @@ def _open_run(ctx: Context, integration: Dict, cwd: str, read_stdout: bool) -> s
                          create, last_run)
     # The run is created now, before the child starts, so that a schema mistake stops
     # here; when OneVizion is merely unavailable, the journal keeps the create for later.
+    # Last Run is left to the sender: it goes out while the child runs.
     try:
         created = ctx.api.create(r.trackor_type, {"TRACKOR_KEY": run_key, **create},
                                  [(ctx.schema.integration.trackor_type, integration["TRACKOR_KEY"])])
         ctx.journal.mark_created(run_key, created["TRACKOR_ID"])
-        ctx.api.update(integration["TRACKOR_ID"], last_run)
-        ctx.journal.last_run_sent(run_key)
     except ApiError as exc:
-        if not exc.transient and exc.status != 401 and not ctx.journal.run(run_key)["created"]:
-            ctx.journal.finish_run(run_key, {})
-            ctx.journal.final_sent(run_key)
-            ctx.journal.prune(run_key)
+        if not exc.transient and exc.status != 401:
+            ctx.journal.forget_run(run_key)
             raise UsageError(f"OneVizion refused to create the run: {exc.message} (check the 'run' section "
                              f"of the schema mapping: {r.trackor_type}, {r.status}, {r.start})") from None
         ctx.log.warning("run %s: OneVizion unavailable, kept in the journal: %s", run_key, exc.message)

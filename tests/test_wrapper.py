@@ -250,3 +250,13 @@ def test_the_real_script_runs_as_a_process(hub, repo_root):
     assert done.returncode == 1, done.stderr
     assert done.stdout == "" and "Traceback" not in done.stderr
     assert [r["IL_MESSAGE"] for r in hub.logs(only_run(hub, key)["TRACKOR_KEY"])] == ["hi", "Exit code 2"]
+
+
+def test_a_run_onevizion_refuses_to_create_leaves_nothing_to_retry(hub, tmp_path, capsys):
+    hub.add_integration("Misfit")
+    schema = tmp_path / "Schema.json"
+    schema.write_text(json.dumps({"run": {"status": "IR_NO_SUCH_FIELD"}}))
+    code = hub.wrapper(hub.integrations_file({"IntegrationName": "Misfit", "ExecutablePath": "true"}),
+                       "-s", str(schema))
+    assert code == 2 and "check the 'run' section of the schema mapping" in capsys.readouterr().err
+    assert hub.journal_rows("runs") == 0  # no later invocation adopts it and fails the same way
