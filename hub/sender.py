@@ -205,6 +205,7 @@ class Sender:
             self.in_flight.add("final")
             return "final", lambda: self._send_final(run)
         if run["final_done"] or (run["output_closed"] and not run["supervised"]):
+            self.journal.prune(run_key)   # every delivered run ends here, whoever delivered it
             return None, "done"
         return None, None
 
@@ -273,13 +274,12 @@ class Sender:
 
     def _record_fields(self, schema, key: str, head) -> Dict[str, object]:
         log = schema.log
-        text = head["text"]
         return {
             "TRACKOR_KEY": key,
             log.date_time: format_time(head["at"], self.tz),
             log.message_type: log.type_value(head["mtype"]),
             log.message: L.cut_message(head["marker"] + head["text"]),
-            log.description: head["description"] if head["description"] is not None else text,
+            log.description: head["description"] if head["description"] is not None else head["text"],
         }
 
     def _create(self, trackor_type: str, fields, parents, record: Optional[int] = None) -> Optional[int]:
@@ -342,4 +342,3 @@ class Sender:
             self.log.error("run %s: final status refused: %s", run["run_key"], exc.message)
             self.last_error = exc.message
         self.journal.final_sent(run["run_key"])
-        self.journal.prune(run["run_key"])

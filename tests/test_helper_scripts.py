@@ -171,3 +171,14 @@ def test_a_stop_while_onevizion_is_down_is_delivered_by_the_next_invocation(hub)
     assert replay.returncode == 0, replay.stderr + replay.stdout
     assert "delivered 0 records and 1 final statuses" in replay.stdout
     assert hub.runs("INT-1")[0]["IR_STATUS"] == "Executed with Warnings"
+
+
+def test_a_record_delivered_by_replay_leaves_nothing_in_the_journal(hub):
+    run_key = start(hub, "INT-1").stdout.strip()
+    hub.sandbox.set_faults(down_for_s=60)
+    assert add_log(hub, "INT-1", "-r", run_key, "-w", "Info", "-m", "late").returncode == 75
+    hub.sandbox.clear_faults()
+    replay = hub.script("IntegrationWrapper.py", "--replay")
+    assert "delivered 1 records" in replay.stdout
+    assert [r["IL_MESSAGE"] for r in hub.logs(run_key)] == ["late"]
+    assert (hub.journal_rows("runs"), hub.journal_rows("lines")) == (0, 0)
