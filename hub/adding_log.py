@@ -25,14 +25,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return context.run_script(args, SCRIPT, lambda ctx: add_log(ctx, args))
 
 
+def integration_by_id(ctx: context.Context, integration_key: str) -> dict:
+    """The Integration whose ID (TRACKOR_KEY) is given, with its Enabled field (exit 4 when missing,
+    3 when OneVizion fails)."""
+    s = ctx.schema.integration
+    try:
+        found = ctx.call(ctx.api.find, s.trackor_type, {"TRACKOR_KEY": exact(integration_key)}, [s.enabled])
+    except ApiError as exc:
+        raise UnreachableError(exc.message) from None
+    if not found:
+        raise NotFoundError(f"no Integration with ID {integration_key!r} in OneVizion")
+    return found[0]
+
+
 def latest_running_run(ctx: context.Context, integration_key: str) -> str:
     """The integration's newest run whose status is Running (exit 4 when there is none)."""
     s = ctx.schema
+    integration_by_id(ctx, integration_key)
     try:
-        integration = ctx.call(ctx.api.find, s.integration.trackor_type, {"TRACKOR_KEY": exact(integration_key)},
-                               [s.integration.name])
-        if not integration:
-            raise NotFoundError(f"no Integration with ID {integration_key!r} in OneVizion")
         runs = ctx.call(ctx.api.find, s.run.trackor_type,
                             {s.run.status: exact(s.run.running),
                              f"{s.integration.trackor_type}.TRACKOR_KEY": exact(integration_key)},

@@ -60,9 +60,9 @@ class Context:
                 time.sleep(self.backoff.delay(attempt))
 
     def close(self) -> None:
+        """The connection and the journal; the log is closed by run_script, which opened it."""
         self.api.close()
         self.journal.close()
-        wrapper_log.close(self.log)
 
 
 def open_context(args, log) -> Context:

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 
 from hub import cli, context
 from hub import vocabulary as V
-from hub.adding_log import REPLAY_SECONDS, latest_running_run
+from hub.adding_log import REPLAY_SECONDS, integration_by_id, latest_running_run
 from hub.api import exact
 from hub.errors import ApiError, DisabledError, NotFoundError, UnreachableError
 from hub.run import checkbox, new_run_key
@@ -27,21 +27,10 @@ def control(ctx: context.Context, args) -> int:
     return start(ctx, args) if args.action == "start" else stop(ctx, args)
 
 
-def _unreachable(exc: ApiError) -> UnreachableError:
-    return UnreachableError(exc.message)
-
-
 def start(ctx: context.Context, args) -> int:
     """Create a Running run, set Last Run, print the run's key alone on stdout."""
     s = ctx.schema
-    try:
-        found = ctx.call(ctx.api.find, s.integration.trackor_type, {"TRACKOR_KEY": exact(args.integration_id)},
-                         [s.integration.enabled])
-    except ApiError as exc:
-        raise _unreachable(exc) from None
-    if not found:
-        raise NotFoundError(f"no Integration with ID {args.integration_id!r} in OneVizion")
-    integration = found[0]
+    integration = integration_by_id(ctx, args.integration_id)
     if not checkbox(integration.get(s.integration.enabled)) and not args.force:
         raise DisabledError(f"integration {args.integration_id} is disabled (Enabled unchecked); --force starts a run anyway")
     now = time.time()
