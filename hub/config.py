@@ -39,7 +39,7 @@ __all__ = ["Installation", "load_passwords", "IntegrationEntry", "load_integrati
 _INSTALLATION_KEYS = ("URL", "UserName", "Password", "AccessKey", "SecretKey",
                       "Timezone", "VerifyTLS", "CABundle")
 _ENTRY_KEYS = ("IntegrationName", "ExecutablePath", "ExecutableWorkingDir", "Timeout",
-               "Environment", "Shell")
+               "Environment", "Shell", "UploadDirs")
 
 
 # ---------------------------------------------------------------- Passwords.json
@@ -218,6 +218,9 @@ class IntegrationEntry:
     timeout: Optional[float] = None
     environment: Mapping[str, str] = field(default_factory=lambda: types.MappingProxyType({}))
     shell: bool = False
+    # Folders under which a printed file may be uploaded, as written (relative ones are against
+    # the working directory: hub.uploads resolves them). None: the default (hub.uploads).
+    upload_dirs: Optional[Tuple[str, ...]] = None
 
 
 def load_integrations(path: str) -> List[IntegrationEntry]:
@@ -269,7 +272,25 @@ def _entry(item: Any, where: str) -> IntegrationEntry:
         working_dir=_opt(item, "ExecutableWorkingDir", str, where),
         timeout=None if timeout is None else float(timeout),
         environment=_environment(item.get("Environment"), where + ".Environment"),
-        shell=bool(_opt(item, "Shell", bool, where)))
+        shell=bool(_opt(item, "Shell", bool, where)),
+        upload_dirs=_upload_dirs(item.get("UploadDirs"), where + ".UploadDirs"))
+
+
+def _upload_dirs(value: Any, where: str) -> Optional[Tuple[str, ...]]:
+    """A list of folder names; an empty list is allowed and means no printed file is uploaded."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise UsageError('%s: expected a list of folders such as ["out", "/var/exports"], got %s'
+                         % (where, type_name(value)))
+    for number, folder in enumerate(value, 1):
+        if not isinstance(folder, str):
+            raise UsageError("%s: item %d: expected a string, got %s" % (where, number, type_name(folder)))
+        if not folder.strip():
+            raise UsageError("%s: item %d: must not be empty" % (where, number))
+        if "\0" in folder:
+            raise UsageError("%s: item %d: must not contain a NUL character" % (where, number))
+    return tuple(value)
 
 
 def _environment(env: Any, where: str) -> Mapping[str, str]:

@@ -232,6 +232,15 @@ def test_good_integrations_with_all_keys_and_defaults(tmp_path):
         entries[0].environment["X"] = "y"  # read-only, like the rest of the entry
 
 
+def test_upload_dirs_are_kept_as_written(tmp_path):
+    data = [entry(UploadDirs=["out", "/var/exports"]), entry(IntegrationName="B", UploadDirs=[]),
+                    entry(IntegrationName="C")]
+    first, second, third = load_integrations(write(tmp_path, json.dumps(data), "Integration.json"))
+    assert first.upload_dirs == ("out", "/var/exports")
+    assert second.upload_dirs == ()      # nothing printed is uploaded
+    assert third.upload_dirs is None     # the default: working directory and temp folder
+
+
 def test_the_example_file_loads():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     entries = load_integrations(os.path.join(root, "Integration.example.json"))
@@ -267,6 +276,11 @@ BAD_INTEGRATIONS = [
     ("env-name", [entry(Environment={"A=B": "1"})], ['Environment: "A=B" is not a valid variable name']),
     ("shell-type", [entry(Shell="yes")], ["Shell: expected true or false, got string"]),
     ("duplicate-name", [entry(), entry()], ['entries #1 and #2 both have IntegrationName "Job"']),
+    ("upload-dirs-string", [entry(UploadDirs="/tmp")],
+     ['entry #1 ("Job").UploadDirs: expected a list of folders', "got string"]),
+    ("upload-dirs-item", [entry(UploadDirs=["out", 5])], ["UploadDirs: item 2: expected a string, got number"]),
+    ("upload-dirs-empty", [entry(UploadDirs=["out", " "])], ["UploadDirs: item 2: must not be empty"]),
+    ("upload-dirs-nul", [entry(UploadDirs=["a\0b"])], ["UploadDirs: item 1: must not contain a NUL"]),
 ]
 
 
