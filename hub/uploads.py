@@ -59,7 +59,7 @@ DIRECTORY = "directory"
 SPECIAL = "not a regular file"
 UNREADABLE = "unreadable"
 TOO_LARGE = "too large"       # Decision.size holds the size: the caller writes a Warning record
-CHANGED = "changed"           # at open: gone, or its name no longer leads to the opened file
+CHANGED = "changed"           # gone, or its real path does not lead to it (deleted, moved)
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
 _O_PATH = getattr(os, "O_PATH", 0)
@@ -233,7 +233,7 @@ def printed_file(text: str, working_dir: Optional[str], policy: UploadPolicy) ->
     except (OSError, ValueError):
         return _NOT_A_PATH
     real = os.path.realpath(path)
-    refusal = _judge(path, real, st, policy, check_dirs=True)
+    refusal = _judge(path, real, st, policy, check_dirs=True) or _leads_back(path, real, st)
     if refusal is not None:
         return refusal
     if not os.access(real, os.R_OK):
@@ -379,6 +379,16 @@ def _open_by_path_fd(path: str, policy: UploadPolicy, check_dirs: bool) -> Union
 
 
 def _open_plain(path: str, policy: UploadPolicy, check_dirs: bool) -> Union[Opened, Decision]:
+    # Without O_PATH the file must be opened to be judged: judge its name first, so that only a
+    # swap in the moment between the two opens anything but a regular file (and then O_NONBLOCK
+    # keeps a FIFO from blocking, the judging below refuses it).
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return _open_error(path, exc)
+    refusal = _judge(path, os.path.realpath(path), st, policy, check_dirs)
+    if refusal is not None:
+        return refusal
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
@@ -422,14 +432,20 @@ def _opened_real_path(path: str, fd: int, st: os.stat_result) -> Tuple[str, Opti
         real = os.readlink("/proc/self/fd/%d" % fd) if _proc_fd_works() else os.path.realpath(path)
     except OSError:
         real = os.path.realpath(path)
+    return real, _leads_back(path, real, st)
+
+
+def _leads_back(path: str, real: str, st: os.stat_result) -> Optional[Decision]:
+    """A refusal when the real path is not the file `st` describes: the file was deleted or
+    moved, or was reached through a /proc link to a deleted file (its real path is then a name
+    such as "/tmp/x (deleted)", which must not be judged as if it were that folder's file)."""
     try:
         again = os.stat(real)
     except (OSError, ValueError):
         again = None
     if again is None or (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
-        return real, Decision(CHANGED, path, real,
-                              reason="its name no longer leads to the opened file (deleted or moved)")
-    return real, None
+        return Decision(CHANGED, path, real, reason="its real path %s does not lead to it (deleted or moved)" % real)
+    return None
 
 
 def _open_error(path: str, exc: OSError) -> Decision:
