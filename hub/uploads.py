@@ -20,7 +20,8 @@ How the caller uses it
    a refusal (log it; TOO_LARGE is the Warning record again). Otherwise
    ``body = MultipartBody(opened)`` and ``POST .../file/{field}?file_name=body.file_name`` with
    ``data=body, headers={"Content-Type": body.content_type, "Content-Length": str(body.length)}``.
-   A body streams once: a retry opens the file again. ``UploadReadError`` out of the request means
+   Keep the request inside ``with opened:`` (a request that fails before reading the body still
+   closes the file). A body streams once: a retry opens the file again. ``UploadReadError`` out of the request means
    the file shrank (or a read failed) mid-stream: the request is abandoned, retry later.
    IntegrationWrapperAddingLog.py's ``-f`` uses ``open_for_upload(path, policy, check_dirs=False)``.
 
@@ -333,6 +334,13 @@ class Opened:
         if self.fd is not None:
             fd, self.fd = self.fd, None
             os.close(fd)
+
+    def __del__(self) -> None:
+        # A safety net only: callers close (chunks() does at its end, or `with opened:`).
+        try:
+            self.close()
+        except OSError:
+            pass
 
     def __enter__(self) -> "Opened":
         return self
