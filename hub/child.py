@@ -29,6 +29,8 @@ from hub.errors import UsageError
 from hub.vocabulary import DEFAULT_GRACE_SECONDS, STDERR, STDOUT
 
 PIPE_SIZE = 1 << 20  # bytes of pipe buffer asked for each of the child's output pipes
+SMALL_READ = 32 << 10      # a read smaller than this...
+SMALL_READ_PAUSE = 0.002   # ...is followed by this pause (seconds) before the next one
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REFERENCE = r"\$\{[^}]*\}?|\$[A-Za-z_][A-Za-z0-9_]*"
@@ -202,12 +204,13 @@ class Child:
             self._stopped_by = signum
         self._signal_group(signum)
 
-    def wait(self) -> ChildOutcome:
+    def wait(self, on_exit: Optional[Callable[[], None]] = None) -> ChildOutcome:
         """Wait for the child to exit and its output to be read; return how it ended.
 
         After the child exits, readers get `pipe_grace` seconds (longer while a stop is
         in its grace period) to see end-of-file; if a process the child started still
-        holds the pipes, they are closed and `pipes_left_open` is set."""
+        holds the pipes, they are closed and `pipes_left_open` is set. `on_exit` is called
+        as soon as the child itself has exited (to release a reader the consumer holds back)."""
         if self._proc is None:
             raise RuntimeError("child not started")
         if self._outcome is not None:
@@ -215,6 +218,8 @@ class Child:
         returncode = self._proc.wait()  # signals interrupt it, run their handlers, and it resumes
         ended_at = time.time()
         self._exited = True
+        if on_exit is not None:
+            on_exit()
         if self._timeout_timer is not None:
             self._timeout_timer.cancel()
         pipes_left_open = self._finish_readers(time.monotonic())
@@ -250,6 +255,10 @@ class Child:
             except Exception as err:  # keep draining: a stuck pipe would block the child
                 if self.callback_error is None:
                     self.callback_error = err
+            if len(data) < SMALL_READ:
+                # A child that flushes every line would otherwise cost a wake-up, a time stamp and a
+                # chunk per line; a moment's pause lets a few lines gather (the 1 MiB pipe holds them).
+                time.sleep(SMALL_READ_PAUSE)
 
     def _finish_readers(self, exited: float) -> bool:
         """Join the readers within the pipe grace; wake and close them past it."""

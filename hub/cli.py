@@ -34,6 +34,7 @@ _EPILOG = """exit codes:
   3    OneVizion refused the credentials or could not be reached before anything started
   4    not found: integration, or no running run
   5    integration disabled (RunController start without --force)
+  6    OneVizion refused something the hub sent; kept in the journal as refused (--status shows why)
   75   accepted into the local journal; OneVizion will get it later
   128+N  stopped by signal N (after closing the run)"""
 
@@ -128,6 +129,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-dir", metavar="DIR", default=default_log_dir(),
                         help="folder of the hub's own log and local journal "
                              "(default: $HUB_LOG_DIR, else log/ beside the scripts: %(default)s)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="print only errors (default: on a terminal, what the script does; without one, "
+                               "warnings and errors)")
+    loudness.add_argument("-v", "--verbose", action="store_true",
+                          help="print what the script does even without a terminal")
 
 
 def _integration_id(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +162,16 @@ def wrapper_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-overlap", action="store_true",
                         help="run an integration even if a run of it is still going on this machine")
     parser.add_argument("--replay", action="store_true",
-                        help="deliver the local journal to OneVizion and exit; runs nothing")
+                        help="deliver what the local journal owes this installation and exit; runs nothing "
+                             "(refused items only with --retry-refused)")
+    parser.add_argument("--retry-refused", action="store_true",
+                        help="with --replay: send the items OneVizion refused once more")
+    parser.add_argument("--status", action="store_true",
+                        help="print what the local journal holds (no network): per run what it owes, what "
+                             "OneVizion refused and why; exit 0 nothing owed, 75 owed, 6 refused")
+    parser.add_argument("--discard", metavar="KEY",
+                        help="drop a run (with all it owes) or one record (its Log ID) from the journal for "
+                             "good")
     parser.add_argument("--max-upload-mb", metavar="N", type=positive_number,
                         default=vocabulary.DEFAULT_MAX_UPLOAD_MB,
                         help="largest file uploaded from a stdout line, in MB (default: %(default)s)")
@@ -165,9 +181,10 @@ def wrapper_parser() -> argparse.ArgumentParser:
                              "(default: %(default)s)")
     parser.add_argument("--drain-seconds", metavar="SECONDS", type=positive_number,
                         default=vocabulary.DEFAULT_DRAIN_SECONDS,
-                        help="after the last run, how long to keep delivering to a slow or "
-                             "unavailable OneVizion before leaving the rest in the journal "
-                             "(exit 75) for the next invocation (default: %(default)s)")
+                        help="after the last child has ended, the wrapper keeps delivering as long as "
+                             "OneVizion confirms deliveries; this is how long it waits without any progress "
+                             "before leaving the rest in the journal (exit 75) for the next invocation "
+                             "(default: %(default)s)")
     parser.add_argument("--print-default-schema", action=_PrintDefaultSchema,
                         help="print the default Schema.json and exit")
     return parser
@@ -194,6 +211,9 @@ def adding_log_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--run-id", metavar="KEY", type=non_empty,
                         help="the Integration Run's key (default: $HUB_RUN_ID or the latest "
                              "Running run)")
+    parser.add_argument("--print-id", action="store_true",
+                        help="print the new record's Log ID on stdout (it is printed anyway on a terminal; "
+                             "a wrapped child's stdout would make it one more record, and cron mails stdout)")
     return parser
 
 
@@ -213,23 +233,31 @@ def run_controller_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--run-id", metavar="KEY", type=non_empty,
                         help="with -t stop: the run to close (default: the latest Running run)")
     parser.add_argument("--force", action="store_true",
-                        help="with -t start: open a run even if the integration is disabled")
+                        help="with -t start: open a run even if the integration is disabled; with -t stop "
+                             "-r: close a run that is no longer Running (rewrites its status)")
     return parser
 
 
 # ---------------------------------------------------------------- cross-flag checks
 
 def _check_wrapper(args: argparse.Namespace) -> Optional[str]:
-    if not args.replay:
+    modes = [flag for flag, value in (("--replay", args.replay), ("--status", args.status),
+                                      ("--discard", args.discard)) if value]
+    if len(modes) > 1:
+        return "argument %s: not allowed with %s" % (modes[1], modes[0])
+    if args.retry_refused and not args.replay:
+        return "argument --retry-refused: only with --replay"
+    if not modes:
         if args.integrations is None:
-            return "the following arguments are required: -i/--integrations (unless --replay)"
+            return ("the following arguments are required: -i/--integrations "
+                    "(unless --replay, --status or --discard)")
         return None
     given = [flag for flag, value in (("-i/--integrations", args.integrations),
                                       ("--name", args.name),
                                       ("--control-process", args.control_process),
                                       ("--allow-overlap", args.allow_overlap)) if value]
     if given:
-        return "argument --replay: not allowed with %s (--replay runs nothing)" % given[0]
+        return "argument %s: not allowed with %s (it runs nothing)" % (modes[0], given[0])
     return None
 
 
@@ -238,8 +266,8 @@ def _check_controller(args: argparse.Namespace) -> Optional[str]:
         for flag, value in (("-e/--errors", args.errors), ("-r/--run-id", args.run_id)):
             if value is not None:
                 return "argument %s: not allowed with -t start (only -t stop closes a run)" % flag
-    elif args.force:
-        return "argument --force: not allowed with -t stop (it only applies to -t start)"
+    elif args.force and args.run_id is None:
+        return "argument --force: with -t stop only together with -r/--run-id (it rewrites a closed run)"
     if args.errors is None:
         args.errors = 0
     return None
@@ -261,7 +289,7 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None)
 # ---------------------------------------------------------------- errors → exit codes
 
 def run_command(main: Callable[[], Optional[int]], logger=None,
-                secrets: Optional[Callable[[], Iterable[str]]] = None) -> int:
+                secrets: Optional[Callable[[], Iterable[str]]] = None, logger_source=None, say=None) -> int:
     """Call `main()` and return the exit code for sys.exit.
 
     - returns main()'s own code (None counts as 0);
@@ -275,22 +303,27 @@ def run_command(main: Callable[[], Optional[int]], logger=None,
 
     `secrets`, if given, returns the values to mask as "***" in what is printed (e.g.
     lambda: installation.secrets()); it is called only when there is an error.
+    `logger_source`, if given, returns the logger once main() has opened it; `say`, if given,
+    prints the error line instead of a plain write to stderr.
     """
+    def current_logger():
+        return logger_source() if logger_source is not None else logger
+
     try:
         code = main()
         return vocabulary.EXIT_OK if code is None else code
     except HubError as exc:
-        if logger is not None:
-            logger.error("%s", _redact(exc.message, secrets))
-        _say("error: %s" % exc.message, secrets)
+        if current_logger() is not None:
+            current_logger().error("%s", _redact(exc.message, secrets))
+        _say("error: %s" % exc.message, secrets, say)
         return exc.exit_code
     except KeyboardInterrupt:
-        _say("interrupted", None)
+        _say("interrupted", None, say)
         return vocabulary.EXIT_SIGNAL_BASE + 2
     except Exception as exc:  # noqa: BLE001 - the one place that catches everything
-        if logger is not None:
-            logger.exception("internal error")
-        _say("internal error: %s: %s" % (type(exc).__name__, exc), secrets)
+        if current_logger() is not None:
+            current_logger().exception("internal error")
+        _say("internal error: %s: %s" % (type(exc).__name__, exc), secrets, say)
         return EXIT_INTERNAL
 
 
@@ -306,7 +339,10 @@ def _redact(text: str, secrets: Optional[Callable[[], Iterable[str]]]) -> str:
     return text
 
 
-def _say(text: str, secrets: Optional[Callable[[], Iterable[str]]]) -> None:
+def _say(text: str, secrets: Optional[Callable[[], Iterable[str]]], say=None) -> None:
+    if say is not None:
+        say(_redact(text, secrets))
+        return
     try:
         print(_redact(text, secrets), file=sys.stderr)
     except (OSError, ValueError):  # stderr closed: the exit code still tells

@@ -13,6 +13,8 @@ configuration-related from hub.config.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import datetime
 import json
 import math
@@ -23,10 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-import requests
 from dateutil import tz
 
-import onevizion
 from hub.errors import UsageError
 from hub.schema import (DEFAULT_SCHEMA, IntegrationSchema, LogSchema, RunSchema,  # noqa: F401
                         Schema, default_schema_json, did_you_mean, load_schema, read_json,
@@ -56,11 +56,20 @@ class Installation:
     timezone_name: Optional[str] = None
     verify: Union[bool, str] = True
 
-    def auth(self) -> requests.auth.AuthBase:
-        """Basic auth for UserName/Password, else `Bearer AccessKey:SecretKey`."""
+    def authorization(self) -> str:
+        """The Authorization header: Basic for UserName/Password, else `Bearer AccessKey:SecretKey`
+        (the header the official client's HTTPBearerAuth sends)."""
         if self.user_name is not None:
-            return requests.auth.HTTPBasicAuth(self.user_name, self.password)
-        return onevizion.HTTPBearerAuth(self.access_key, self.secret_key)
+            pair = ("%s:%s" % (self.user_name, self.password)).encode("utf-8")
+            return "Basic " + base64.b64encode(pair).decode("ascii")
+        return "Bearer %s:%s" % (self.access_key, self.secret_key)
+
+    def identity(self) -> str:
+        """Which installation and account the journal's rows belong to: the URL and the user
+        name or access key, never a secret."""
+        if self.user_name is not None:
+            return "%s|%s" % (self.url, self.user_name)
+        return "%s|key:%s" % (self.url, hashlib.sha256(self.access_key.encode("utf-8")).hexdigest()[:16])
 
     def tzinfo(self) -> datetime.tzinfo:
         """The zone date-times are written in: Timezone, else the machine's local zone."""
@@ -142,8 +151,8 @@ def _check_url(url: str, where: str) -> str:
         raise UsageError('%s.URL: scheme "%s" is not supported; use https:// or http://'
                          % (where, scheme))
     url = scheme.lower() + sep + rest if sep else scheme
-    # Same rule as the onevizion client: no scheme means https.
-    url = onevizion.util.getUrlContainingScheme(url).rstrip("/")
+    # Same rule as the official onevizion client: no scheme means https.
+    url = (url if sep else "https://" + url).rstrip("/")
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError for a bad port

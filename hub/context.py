@@ -1,153 +1,296 @@
-"""What every invocation of the three scripts sets up first: its log, the parsed
-Passwords.json and Schema.json, the OneVizion connection, the journal, and the
-delivery of whatever earlier invocations left undelivered (SPEC §5 "Nothing is lost").
+"""What every invocation of the three scripts sets up first: the log folder (checked before
+anything runs), its log, Passwords.json and Schema.json, the journal, the connection and the
+delivery engine (both only when needed), and the recovery of what earlier invocations left
+(SPEC §5 "Nothing is lost").
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from hub import cli, config, vocabulary as V, wrapper_log
-from hub.api import OneVizion
-from hub.errors import ApiError, UnreachableError
-from hub.journal import Journal
+from hub import cli, config, console as console_mod, vocabulary as V, wrapper_log
+from hub.errors import HubError, UnreachableError, UsageError
+from hub.journal import Conditions, Journal, Owner
 from hub.schema import schema_as_dict
-from hub.sender import Backoff, Sender, format_time
+from hub.state import ItemState, Origin, RunProgress
 
-JOURNAL_FILE = "journal.sqlite3"
-# Parallel record creates per run (one connection each): enough to hide a 20 ms round trip,
-# few enough to keep an installation's load sane (bench/ measured 4 against 8).
-SENDER_WORKERS = 8
+TIMEZONE_CACHE = "timezone.json"
+TIMEZONE_DAYS = 1
+LOOKUP_ATTEMPTS = 3
+
+
+def prepare_log_dir(folder: str) -> str:
+    """The log folder, created 0700 when missing; exit 2 naming it when it cannot be created or
+    written (a full disk is not that: it is a condition the journal lives through)."""
+    folder = os.path.abspath(folder)
+    hint = "(choose another with --log-dir or $HUB_LOG_DIR)"
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"log folder {folder} is not a folder {hint}") from None
+    except OSError as exc:
+        raise UsageError(f"log folder {folder} cannot be created: {exc.strerror} {hint}") from None
+    if not os.path.isdir(folder):
+        raise UsageError(f"log folder {folder} is not a folder {hint}")
+    probe = os.path.join(folder, f".probe-{os.getpid()}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EEXIST):
+            raise UsageError(f"log folder {folder} cannot be written: {exc.strerror} {hint}") from None
+    return folder
 
 
 @dataclass
 class Context:
-    installation: object
+    args: object
+    installation: config.Installation
     schema: object
-    api: OneVizion
-    journal: Journal
     log: object
     log_dir: str
-    backoff: Backoff
+    console: console_mod.Console
+    conditions: Conditions
+    journal: Journal
+    owner: Owner
+    _api: object = None
+    _engine: object = None
+    closers: List[Callable[[], None]] = field(default_factory=list)
 
     @property
-    def tz(self):
-        return self.installation.tzinfo()
+    def api(self):
+        if self._api is None:
+            from hub.api import OneVizion
+            self._api = OneVizion(self.installation)
+        return self._api
+
+    @property
+    def engine(self):
+        """The delivery engine, started on first use."""
+        if self._engine is None:
+            from hub.delivery import Engine
+            from hub.retry import Backoff, RetryPolicy, Throttle
+            backoff = Backoff(base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")),
+                              cap=float(os.environ.get("HUB_BACKOFF_CAP", "30")))
+            self._engine = Engine(self.journal, self.api, self.log, self.console.say, RetryPolicy(backoff),
+                                  Throttle(start=int(os.environ.get("HUB_CONNECTIONS", "8"))),
+                                  secret_files=[self.args.passwords])
+        return self._engine
+
+    def settings(self, cwd: str = "", read_stdout: bool = True, upload_dirs=None,
+                 max_upload_bytes: int = V.DEFAULT_MAX_UPLOAD_MB * 1_000_000) -> dict:
+        """What a run keeps with it, so that a later replay (perhaps with another -s) builds its
+        records and checks its files the same way."""
+        from hub import uploads
+        policy = uploads.UploadPolicy.build(upload_dirs, cwd or os.getcwd(), [self.args.passwords], self.log_dir,
+                                            max_upload_bytes)
+        return {"schema": schema_as_dict(self.schema), "cwd": cwd, "read_stdout": read_stdout,
+                "uploads": policy.as_dict(), "timezone": self.timezone_name()}
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def timezone_name(self) -> Optional[str]:
+        """The zone date-times are written in: Passwords.json's Timezone, else the installation's
+        PrimaryTimezone (asked once a day, remembered in the log folder), else None (the
+        machine's zone)."""
+        if self.installation.timezone_name:
+            return self.installation.timezone_name
+        if getattr(self, "_zone_known", False):
+            return self._zone
+        self._zone_known, self._zone = True, self._primary_timezone()
+        return self._zone
+
+    def _primary_timezone(self) -> Optional[str]:
+        path = os.path.join(self.log_dir, TIMEZONE_CACHE)
+        identity = self.installation.identity()
+        try:
+            with open(path, encoding="utf-8") as handle:
+                cache = json.load(handle)
+            known = cache.get(identity)
+            if known and time.time() - known["at"] < TIMEZONE_DAYS * 86400:
+                return known["zone"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            cache = {}
+        from hub.api import CallFailed
+        try:
+            zone = str(self.api.system_param("PrimaryTimezone", seconds=10.0).get("value") or "")
+        except CallFailed as failed:
+            self.log.warning("PrimaryTimezone could not be read (%s); date-times are written in the machine's zone",
+                             failed.answer.describe())
+            return None
+        from dateutil import tz
+        if not zone or tz.gettz(zone) is None:
+            self.log.warning("PrimaryTimezone %r is not a zone the hub knows; date-times are written in the "
+                             "machine's zone", zone)
+            return None
+        cache = cache if isinstance(cache, dict) else {}
+        cache[identity] = {"zone": zone, "at": time.time()}
+        try:
+            temporary = f"{path}.{os.getpid()}"
+            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+                json.dump(cache, handle)
+            os.replace(temporary, path)
+        except OSError:
+            pass   # remembering is an optimisation: next time asks again
+        self.log.info("date-times are written in the installation's PrimaryTimezone, %s", zone)
+        return zone
 
     def now_text(self, at: Optional[float] = None) -> str:
-        return format_time(time.time() if at is None else at, self.tz)
+        from hub.delivery import _zone, format_time
+        return format_time(time.time() if at is None else at, _zone(self.timezone_name()))
 
-    def sender(self, max_upload_bytes: int = V.DEFAULT_MAX_UPLOAD_MB * 1_000_000,
-               workers: int = SENDER_WORKERS) -> Sender:
-        return Sender(self.journal, self.api, self.schema, self.tz, self.log, max_upload_bytes,
-                      workers=workers, backoff=self.backoff)
+    # -- lookups before anything runs ---------------------------------------------------------------
 
-    def call(self, function, *args, attempts: int = 3, **kwargs):
-        """A call the script must wait for (a lookup before a run exists): a few quick
-        retries when OneVizion fails transiently (no answer, 5xx), none when it refuses."""
-        for attempt in range(attempts):
+    def lookup(self, function, *args, **kwargs):
+        """A call the script waits for: a few quick retries when OneVizion fails transiently,
+        none when it refuses; every failure becomes a HubError with its exit code."""
+        from hub.answers import Kind
+        from hub.api import CallFailed
+        backoff = float(os.environ.get("HUB_BACKOFF_BASE", "0.5"))
+        for attempt in range(LOOKUP_ATTEMPTS):
             try:
                 return function(*args, **kwargs)
-            except (UnreachableError, ApiError) as exc:
-                transient = isinstance(exc, UnreachableError) or exc.transient
-                if not transient or attempt == attempts - 1:
-                    raise
-                time.sleep(self.backoff.delay(attempt))
+            except CallFailed as failed:
+                answer = failed.answer
+                if answer.kind in (Kind.TRANSIENT, Kind.SERVER_ERROR) and attempt < LOOKUP_ATTEMPTS - 1:
+                    time.sleep(min(5.0, backoff * (2 ** attempt)))
+                    continue
+                raise self.lookup_error(failed) from None
+
+    def lookup_error(self, failed) -> HubError:
+        """The message and exit code for a read the script could not do before anything ran."""
+        from hub.answers import REDIRECTED, Kind
+        answer, host, where = failed.answer, self.api.host, failed.where.split("?")[0]
+        portal = "is URL in Passwords.json the installation's address?"
+        if answer.kind is Kind.CREDENTIALS:
+            return UnreachableError(f"OneVizion at {host} refused the credentials in Passwords.json (401)")
+        if answer.status is None:
+            return UnreachableError(answer.text)
+        if answer.status == 404:
+            if not self.api.looks_like_onevizion():
+                return UnreachableError(f"{self.installation.url} does not answer like a OneVizion installation "
+                                        f"(404 to {where}): {portal}")
+            return UsageError(f"OneVizion answered 404 to {where}: {answer.text}")
+        if answer.status == 403:
+            return UnreachableError(f"OneVizion refused {where}: this user lacks permission (403): {answer.text}")
+        if 300 <= answer.status < 400:
+            location = answer.text[len(REDIRECTED):] if answer.text.startswith(REDIRECTED) else answer.text
+            return UnreachableError(f"OneVizion redirected {where} to {location}: {portal}")
+        if 200 <= answer.status < 300:
+            return UnreachableError(f"OneVizion at {host} answered {where} with {answer.text}: {portal}")
+        return UnreachableError(f"OneVizion answered {answer.status} to {where}: {answer.text}")
+
+    # -- recovery ------------------------------------------------------------------------------------
+
+    def adopt_orphans(self, retry_refused: bool = False, keys: Optional[List[str]] = None) -> List[str]:
+        """Take over every run of this installation whose process is gone, and hand it to the
+        engine: a wrapper's run without a final status is closed as abandoned first."""
+        from hub import spool as spool_mod
+        adopted = []
+        for row in self.journal.runs():
+            if keys is not None and row.run_key not in keys:
+                continue
+            if self.owner.alive(row.owner) or not self.journal.claim(row.run_key, row.owner, self.owner.id):
+                continue
+            previous, row.owner = row.owner, self.owner.id
+            records = self.journal.records(row.run_key)
+            spool = None
+            folder = spool_folder(self.log_dir, row.run_key)
+            if row.origin is Origin.WRAPPER:
+                spool = spool_mod.Spool.recover(folder, row.parse.next_chunk,
+                                                on_condition=self.conditions.begin, on_clear=self.conditions.end)
+                if row.final.fields is None:
+                    close_abandoned(self, row, previous, spool)
+                elif row.output_open:
+                    spool.end()
+                    row.output_open = False
+            run = RunProgress(row, records, spool,
+                              sync=any(r.state is ItemState.PENDING for r in records) and not row.create.owed)
+            run.retry["create"].ambiguous = True   # the gone process may have sent it
+            if retry_refused:
+                run.retry_refused()
+                self.journal.put_records(row.run_key, [r for r in run.records.values()
+                                                       if r.state is ItemState.PENDING])
+            self.journal.put_run(row)
+            self.engine.add(run)
+            adopted.append(row.run_key)
+        return adopted
 
     def close(self) -> None:
-        """The connection and the journal; the log is closed by run_script, which opened it."""
-        self.api.close()
+        for closer in reversed(self.closers):
+            try:
+                closer()
+            except Exception:  # noqa: BLE001 - closing must go on; the log says what failed
+                self.log.exception("while closing")
+        if self._engine is not None:
+            self._engine.stop()
+        if self._api is not None:
+            self._api.close()
         self.journal.close()
+        self.owner.close()
 
 
-def open_context(args, log) -> Context:
-    """Parse the configuration files named by the flags and open the journal and the connection."""
+def spool_folder(log_dir: str, run_key: str) -> str:
+    import re
+    return os.path.join(log_dir, "spool", re.sub(r"[^A-Za-z0-9_.-]", "_", run_key))
+
+
+def close_abandoned(ctx: Context, row, previous_owner: Optional[str], spool) -> None:
+    """A run whose wrapper died (kill -9, a reboot): closed with Warnings, saying from when
+    output may be missing."""
+    last = row.last_activity or row.started_at
+    pid = previous_owner.rsplit("-", 2)[-2] if previous_owner and previous_owner.count("-") >= 2 else "?"
+    spool.note(V.ERROR, f"The wrapper (pid {pid}) stopped before the run ended; output after "
+                        f"{ctx.now_text(last)} may be missing.")
+    spool.end()
+    schema = ctx.engine.schema(RunProgress(row))
+    row.output_open = False
+    row.final.fields = {schema.run.status: schema.run.warnings, schema.run.finish: ctx.now_text(last)}
+    row.final.state = ItemState.PENDING
+    ctx.log.warning("run %s: its wrapper is gone; closed as %s", row.run_key, schema.run.warnings)
+
+
+def open_context(args, log, console, conditions) -> Context:
     installation, warnings = config.load_passwords(args.passwords)
     for warning in warnings:
         log.warning(warning)
     if installation.verify is False:
         log.warning("TLS verification is off (VerifyTLS false in %s)", args.passwords)
     schema = config.load_schema(getattr(args, "schema", None))
-    journal = Journal(os.path.join(args.log_dir, JOURNAL_FILE), schema_json=json.dumps(schema_as_dict(schema)))
-    if journal.damaged:
-        log.error("the journal was damaged and was moved aside to %s; a new one was started", journal.damaged)
-    backoff = Backoff(base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")),
-                      cap=float(os.environ.get("HUB_BACKOFF_CAP", "30")))
-    return Context(installation, schema, OneVizion(installation, pool_size=SENDER_WORKERS), journal, log,
-                   args.log_dir, backoff)
+    owner = Owner(args.log_dir)
+    journal = Journal(args.log_dir, installation.identity(), conditions,
+                      check=getattr(args, "check_journal", True))
+    return Context(args, installation, schema, log, args.log_dir, console, conditions, journal, owner)
 
 
 def run_script(args, script: str, body: Callable[[Context], int]) -> int:
-    """The frame of each of the three scripts: its log, its context, `body(ctx)`, and the
-    one place where an error becomes a message and an exit code (hub.cli.run_command)."""
-    log = wrapper_log.setup(args.log_dir, script)
+    """The frame of each of the three scripts: the log folder, the log, the context,
+    `body(ctx)`, and the one place where an error becomes a message and an exit code."""
+    console = console_mod.Console(console_mod.QUIET if getattr(args, "quiet", False) else
+                                  console_mod.VERBOSE if getattr(args, "verbose", False) else console_mod.NORMAL)
     opened: List[Context] = []
+    log = None
 
     def main() -> int:
-        opened.append(open_context(args, log))
+        nonlocal log
+        args.log_dir = prepare_log_dir(args.log_dir)
+        conditions_box: List[Conditions] = []
+        log = wrapper_log.setup(args.log_dir, script, on_fault=lambda what: conditions_box[0].begin(what, args.log_dir))
+        conditions = Conditions(console.say, log)
+        conditions_box.append(conditions)
+        opened.append(open_context(args, log, console, conditions))
         return body(opened[0])
 
     try:
-        return cli.run_command(main, logger=log, secrets=lambda: opened[0].installation.secrets())
+        return cli.run_command(main, logger_source=lambda: log, secrets=lambda: opened[0].installation.secrets(),
+                               say=console.line)
     finally:
         for ctx in opened:
             ctx.close()
-        wrapper_log.close(log)
-
-
-def close_abandoned(ctx: Context, run) -> None:
-    """A run whose wrapper died (kill -9, reboot): close it with Warnings and say from when output may be missing."""
-    last = run["last_activity"] or run["started_at"]
-    ctx.journal.end_output(run["run_key"])
-    ctx.journal.add_note(run["run_key"], V.ERROR,
-                         f"The wrapper (pid {run['owner_pid']}) stopped before the run ended; "
-                         f"output after {ctx.now_text(last)} may be missing.")
-    ctx.journal.finish_run(run["run_key"], {ctx.schema.run.status: ctx.schema.run.warnings,
-                                            ctx.schema.run.finish: ctx.now_text(last)})
-    ctx.log.warning("run %s: its wrapper (pid %s) is gone; closed as %s", run["run_key"], run["owner_pid"],
-                    ctx.schema.run.warnings)
-
-
-def replay(ctx: Context, deadline_seconds: float, retry_rejected: bool = False) -> dict:
-    """Deliver what earlier invocations left in the journal; returns what was delivered and what remains."""
-    if retry_rejected:
-        ctx.journal.retry_rejected()
-    delivered = {"records": 0, "statuses": 0}
-    deadline = time.monotonic() + deadline_seconds
-    for run in ctx.journal.orphans():
-        if not ctx.journal.adopt(run):
-            continue
-        if run["supervised"] and run["final_fields"] is None:
-            close_abandoned(ctx, run)
-        sender = ctx.sender(workers=2)
-        done = sender.deliver(run["run_key"], deadline)
-        delivered["records"] += sender.delivered_records
-        delivered["statuses"] += sender.delivered_statuses
-        if not done:
-            ctx.journal.release(run["run_key"])
-            ctx.log.warning("run %s: replay incomplete: %s", run["run_key"], sender.last_error or sender.failure)
-        if time.monotonic() >= deadline:
-            break
-    if delivered["records"] or delivered["statuses"]:
-        ctx.log.info("replayed %d records and %d statuses from the journal", delivered["records"],
-                     delivered["statuses"])
-    return {**delivered, **{f"remaining_{k}": v for k, v in ctx.journal.owed().items()}}
-
-
-def replay_in_background(ctx: Context, deadline_seconds: float) -> threading.Thread:
-    """The wrapper's replay: in a thread, so the new run is not delayed by old ones."""
-    thread = threading.Thread(target=_safe_replay, args=(ctx, deadline_seconds), name="replay", daemon=True)
-    thread.start()
-    return thread
-
-
-def _safe_replay(ctx: Context, deadline_seconds: float) -> None:
-    try:
-        replay(ctx, deadline_seconds)
-    except Exception:
-        ctx.log.exception("replay of the journal failed")
+        if log is not None:
+            wrapper_log.close(log)

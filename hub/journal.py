@@ -1,372 +1,714 @@
-"""The local journal: everything the hub owes OneVizion, on disk until OneVizion
-confirms it. It is what makes "nothing is lost" true.
+"""The local journal: what the hub owes OneVizion, kept on disk until OneVizion confirms it.
+It is what makes "nothing is lost" true, so its own faults must not lose anything either.
 
-One SQLite file in the log folder (WAL mode: a crash mid-write never corrupts it,
-and several wrappers and helper scripts can write at once). Three tables:
+One SQLite file in the log folder (WAL mode: a crash mid-write never corrupts it, and
+several wrappers and helper scripts write at once), holding the bookkeeping: runs (their
+create, Last Run, final status, the parse position of their output) and Log records formed
+from the output, each fixed before it is first sent. The child's raw output lives beside it
+in plain files (hub.spool), which cost a write() instead of a transaction.
 
-    runs    one row per run the hub must create, update or close; who owns it
-            (pid, host, process start time), the pending run create, Last Run
-            update and final status
-    chunks  the child's raw output as read from its pipes, a row per read, so the
-            reader does no per-line work; the sender turns them into lines
-    lines   the future Log records, one row each: a line, or consecutive lines
-            merged when they came faster than OneVizion took them. A row is fixed
-            before it is first sent, so a resend after a crash has the same key
-            (from `seq`, the number of its first line) and the same content
+Writes go through one queue, in order. While the file takes them they are written at once;
+when it cannot (the disk is full, another process holds it locked past the busy timeout, it
+is read-only, an I/O error), that is a *condition*, not damage: the writes wait in memory, in
+order, and are tried again every second; a record delivered meanwhile simply leaves the
+queue, so the memory held is what is still owed. The condition is logged once, said once on
+stderr, and remembered so the run can end with a Warning record saying what happened and for
+how long. Only a file that fails SQLite's integrity check is set aside
+(`journal.sqlite3.damaged-<time>`) and replaced by a fresh one.
 
-Delivered lines and finished runs are pruned, so the file stays small. Lines that
-OneVizion refused (4xx) stay, for `--replay`.
+Rows belong to one installation (its URL and user, or a digest of its access key): an
+invocation sees and delivers only its own. A run belongs to the process that delivers it;
+ownership is a lock file that process holds (log/owners/), so a run whose process is gone is
+recovered whatever host name wrote it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import threading
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-# Chunk streams besides stdout/stderr: the end of the child's output, and the hub's own notes.
-from hub.records import EOF_STREAM, NOTE_PREFIX
+from hub.state import ItemState, Origin, ParseState, RecordRow, RunRow, Step
 
-PENDING, CREATED, DELIVERED, REJECTED = 0, 1, 2, 3
-
+FILE = "journal.sqlite3"
+VERSION = 2
+RETRY_SECONDS = 1.0          # how often writes that wait in memory are tried again
+VACUUM_PAGES = 256           # free pages given back to the file system at a time
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs(
   run_key TEXT PRIMARY KEY,
+  installation TEXT NOT NULL,
   integration_key TEXT NOT NULL,
   integration_id INTEGER,
-  cwd TEXT,
-  read_stdout INTEGER NOT NULL DEFAULT 1,
-  create_fields TEXT,
-  trackor_id INTEGER,
-  created INTEGER NOT NULL DEFAULT 0,
-  last_run_fields TEXT,
-  owner_pid INTEGER, owner_host TEXT, owner_start TEXT,
+  origin TEXT NOT NULL,
+  owner TEXT,
   started_at REAL NOT NULL,
   last_activity REAL NOT NULL,
-  next_seq INTEGER NOT NULL DEFAULT 1,
-  leftover TEXT NOT NULL DEFAULT '{}',
-  output_closed INTEGER NOT NULL DEFAULT 0,
-  final_fields TEXT,
-  final_done INTEGER NOT NULL DEFAULT 0,
-  supervised INTEGER NOT NULL DEFAULT 0,
-  schema TEXT
+  settings TEXT NOT NULL,
+  trackor_id INTEGER,
+  remote_key TEXT,
+  create_fields TEXT, create_state INTEGER NOT NULL, create_answer TEXT,
+  last_run_fields TEXT, last_run_state INTEGER NOT NULL, last_run_answer TEXT,
+  final_fields TEXT, final_state INTEGER NOT NULL, final_answer TEXT,
+  run_file TEXT, run_file_state INTEGER NOT NULL, run_file_answer TEXT,
+  output_open INTEGER NOT NULL,
+  parse TEXT NOT NULL,
+  notes TEXT NOT NULL DEFAULT '{}'
 );
-CREATE TABLE IF NOT EXISTS chunks(
+CREATE TABLE IF NOT EXISTS records(
+  log_key TEXT PRIMARY KEY,
+  run_key TEXT NOT NULL,
+  origin TEXT NOT NULL,
+  seq INTEGER,
+  fields TEXT NOT NULL,
+  file_path TEXT,
+  state INTEGER NOT NULL,
+  trackor_id INTEGER,
+  answer TEXT,
+  created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_run ON records(run_key, state);
+CREATE TABLE IF NOT EXISTS loose(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  run_key TEXT NOT NULL, stream TEXT NOT NULL, at REAL NOT NULL, data BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS chunks_by_run ON chunks(run_key, id);
-CREATE TABLE IF NOT EXISTS lines(
-  id INTEGER PRIMARY KEY AUTOINCREMENT,
-  run_key TEXT NOT NULL, seq INTEGER, stream TEXT NOT NULL, at REAL NOT NULL,
-  mtype TEXT NOT NULL, text TEXT NOT NULL, marker TEXT NOT NULL DEFAULT '',
-  file_path TEXT, log_key TEXT, description TEXT, trackor_id INTEGER,
-  state INTEGER NOT NULL DEFAULT 0, error TEXT);
-CREATE INDEX IF NOT EXISTS lines_by_run ON lines(run_key, state, id);
+  installation TEXT NOT NULL,
+  integration_key TEXT NOT NULL,
+  hint_run TEXT,
+  at REAL NOT NULL,
+  fields TEXT NOT NULL,
+  file_path TEXT,
+  state INTEGER NOT NULL,
+  answer TEXT
+);
 """
 
+_RUN_COLUMNS = ("run_key", "installation", "integration_key", "integration_id", "origin", "owner", "started_at",
+                "last_activity", "settings", "trackor_id", "remote_key", "create_fields", "create_state",
+                "create_answer", "last_run_fields", "last_run_state", "last_run_answer", "final_fields",
+                "final_state", "final_answer", "run_file", "run_file_state", "run_file_answer", "output_open",
+                "parse", "notes")
+_RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path", "state", "trackor_id", "answer",
+                   "created_at")
 
-def process_start(pid: int) -> Optional[str]:
-    """The kernel's start time of a process (clock ticks since boot), so that a reused
-    pid is not mistaken for the process that owned a run."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            fields = stat.read().rsplit(b")", 1)[1].split()
-        return fields[19].decode()
-    except (OSError, IndexError):
+# What a sqlite3 error means: a condition the journal waits out, or damage.
+CONDITIONS = (
+    ("database or disk is full", "the disk is full"),
+    ("locked", "another process holds the journal locked"),
+    ("readonly", "the journal is read-only"),
+    ("disk i/o error", "the disk reported an I/O error"),
+    ("unable to open", "the journal cannot be opened"),
+    ("no such table", "the journal was changed by another version of the hub"),
+)
+DAMAGE = ("malformed", "not a database", "encrypted", "integrity check")
+
+
+def condition_of(exc: BaseException) -> Optional[str]:
+    """The condition an error is, or None when it is damage (or not a storage error at all)."""
+    text = str(exc).lower()
+    if isinstance(exc, sqlite3.DatabaseError) and any(word in text for word in DAMAGE):
         return None
+    for marker, condition in CONDITIONS:
+        if marker in text:
+            return condition
+    if isinstance(exc, OSError):
+        return _os_condition(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        return f"the journal cannot be written ({text})"
+    return None
 
 
-def process_alive(pid: Optional[int], start: Optional[str]) -> bool:
-    if not pid:
+def _os_condition(exc: OSError) -> str:
+    import errno
+    return {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EROFS: "the file system is read-only", errno.EACCES: "the log folder cannot be written",
+            errno.EIO: "the disk reported an I/O error"}.get(exc.errno, f"the disk cannot be written ({exc.strerror})")
+
+
+class _Replaced(Exception):
+    """The file was moved aside on purpose (an earlier version's journal): open a new one."""
+
+
+def is_damage(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and any(word in text for word in DAMAGE)
+
+
+# -- conditions: what happened, for how long --------------------------------------------------
+
+@dataclass
+class Conditions:
+    """Storage trouble seen by this process: each kind once on stderr and in the log, and the
+    spans, so that each run can end with a Warning record saying what happened and for how long."""
+
+    say: Callable[[str], None]
+    log: Any
+    spans: List[List[Any]] = field(default_factory=list)   # [what, since, until or None]
+    _said: set = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def begin(self, what: str, where: str) -> None:
+        with self._lock:
+            if any(span[0] == what and span[2] is None for span in self.spans):
+                return
+            self.spans.append([what, time.time(), None])
+            first = what not in self._said
+            self._said.add(what)
+        self.log.warning("%s (%s): output waits in memory and is delivered from there; writing resumes when it "
+                         "clears", what, where)
+        if first:
+            self.say(f"warning: {what} ({where}): output waits in memory and is delivered from there")
+
+    def end(self, what: Optional[str] = None) -> None:
+        with self._lock:
+            for span in self.spans:
+                if span[2] is None and (what is None or span[0] == what):
+                    span[2] = time.time()
+                    self.log.info("%s: cleared after %.0f s", span[0], span[2] - span[1])
+
+    def since(self, start: float) -> List[Tuple[str, float, Optional[float]]]:
+        with self._lock:
+            return [(w, s, u) for w, s, u in self.spans if u is None or u >= start]
+
+
+# -- ownership by lock files ------------------------------------------------------------------
+
+class Owner:
+    """This process's identity as the deliverer of runs: a lock file it holds while it lives.
+    The kernel drops the lock when the process dies, even by kill -9, on any host that shares
+    the folder's locks."""
+
+    def __init__(self, folder: str):
+        self.folder = os.path.join(folder, "owners")
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.path = os.path.join(self.folder, self.id + ".lock")
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def alive(self, owner: Optional[str]) -> bool:
+        """Whether the process that owns `owner`'s lock file still holds it."""
+        if not owner:
+            return False
+        if owner == self.id:
+            return True
+        path = os.path.join(self.folder, os.path.basename(owner) + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    current = process_start(pid)
-    return start is None or current is None or current == start
+
+    def forget(self, owner: str) -> None:
+        """Remove a dead owner's lock file, holding its lock while doing so (never a live one's)."""
+        path = os.path.join(self.folder, os.path.basename(owner) + ".lock")
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)
+
+
+# -- the journal ------------------------------------------------------------------------------
+
+class _Op:
+    """One write, in order. `records` (a dict by Log ID) lets a delivered record leave a write
+    that is still waiting, so that what waits in memory is only what is still owed."""
+
+    __slots__ = ("statements", "records", "on_written")
+
+    def __init__(self, statements: List[Tuple[str, Sequence[Any]]], records: Optional[Dict[str, tuple]] = None,
+                 on_written: Optional[Callable[[], None]] = None):
+        self.statements, self.records, self.on_written = statements, records, on_written
 
 
 class Journal:
-    """The journal file, shared by the threads of one process through one connection."""
+    """The journal file of one log folder, shared by the threads of one process."""
 
-    def __init__(self, path: str, busy_timeout: float = 30.0, schema_json: Optional[str] = None):
-        self.path = path
-        # The schema mapping of this invocation, kept with each run it opens, so that a
-        # later replay (perhaps with another -s) builds that run's records the same way.
-        self.schema_json = schema_json
+    def __init__(self, folder: str, installation: str, conditions: Conditions, busy_timeout: float = 5.0,
+                 check: bool = True, clock: Callable[[], float] = time.monotonic):
+        self.folder = folder
+        self.path = os.path.join(folder, FILE)
+        self.installation = installation
+        self.conditions = conditions
+        self.log = conditions.log
+        self.busy_timeout = busy_timeout
+        self.clock = clock
         self.lock = threading.RLock()
-        self.pid = os.getpid()
-        self.host = socket.gethostname()
-        self.start = process_start(self.pid)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.db = self._open(busy_timeout)
+        self.queue: List[_Op] = []
+        self.condition: Optional[str] = None
+        self._next_try = 0.0
+        self._deleted = 0
+        self.set_aside: Optional[str] = None
+        self.reset_count = 0         # how many times a damaged file was replaced (owners re-persist)
+        self.db: Optional[sqlite3.Connection] = None
+        self._open(check)
 
-    def _open(self, busy_timeout: float) -> sqlite3.Connection:
+    # -- opening ------------------------------------------------------------------------------
+
+    def _open(self, check: bool) -> None:
         try:
-            return self._connect(busy_timeout)
-        except sqlite3.DatabaseError:
-            # A damaged file (a disk filled up, a copy cut short): keep it for inspection
-            # and start a fresh journal rather than refuse to run.
-            damaged = f"{self.path}.damaged-{int(time.time())}"
-            for suffix in ("", "-wal", "-shm"):
-                if os.path.exists(self.path + suffix):
-                    os.replace(self.path + suffix, damaged + suffix)
-            self.damaged = damaged
-            return self._connect(busy_timeout)
+            try:
+                self.db = self._connect(check)
+            except _Replaced:
+                self.db = self._connect(check)
+        except Exception as exc:  # noqa: BLE001 - sorted below: damage, a condition, or neither
+            if is_damage(exc):
+                self._set_aside(exc)
+                try:
+                    self.db = self._connect(check)
+                    return
+                except Exception as again:  # noqa: BLE001
+                    exc = again
+            condition = condition_of(exc) or f"the journal cannot be used ({exc})"
+            self.db = None
+            self._degrade(condition)
 
-    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=busy_timeout, check_same_thread=False,
-                             isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        # A file cut short (a full disk, a bad copy) can open fine and fail later, mid-run:
-        # check it now, while setting it aside is still harmless. The journal is small.
-        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+    def _connect(self, check: bool) -> sqlite3.Connection:
+        if not os.path.exists(self.path):
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))   # 0600 before SQLite sees it
+        db = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA journal_size_limit=4194304")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version != VERSION:
+                self._prepare(db, version)
+            if check and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the journal failed its integrity check")
+        except BaseException:
             db.close()
-            raise sqlite3.DatabaseError("journal failed its integrity check")
+            raise
         return db
 
-    damaged: Optional[str] = None
+    def _prepare(self, db: sqlite3.Connection, version: int) -> None:
+        """A new file gets the tables (with incremental vacuum, so it can give space back); a
+        journal of the first version is replaced when it owes nothing, else kept aside."""
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "chunks" in tables:
+            owed = db.execute("SELECT (SELECT count(*) FROM chunks) + (SELECT count(*) FROM lines WHERE state<2)"
+                              " + (SELECT count(*) FROM runs WHERE final_done=0)").fetchone()[0]
+            if owed:
+                db.close()
+                aside = f"{self.path}.v1-{int(time.time())}"
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(self.path + suffix):
+                        os.replace(self.path + suffix, aside + suffix)
+                self.log.error("the journal of an earlier version of the hub still owes %d items; it was kept "
+                               "as %s (deliver it with that version), and a new journal started", owed, aside)
+                self.conditions.say(f"warning: the journal of an earlier version of the hub still owes {owed} "
+                                    f"items; it was kept as {aside}")
+                raise _Replaced()
+            for name in tables:
+                db.execute(f'DROP TABLE "{name}"')
+        if not tables or "chunks" in tables:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("VACUUM")
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={VERSION}")
+
+    def _set_aside(self, exc: BaseException) -> None:
+        aside = f"{self.path}.damaged-{int(time.time())}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, aside + suffix)
+        self.set_aside = aside
+        self.reset_count += 1
+        self.log.error("the journal was damaged and was moved aside to %s (it failed SQLite's integrity check: %s); "
+                       "a new one was started", aside, exc)
+        self.conditions.say(f"error: the journal was damaged and was moved aside to {aside}; a new one was started")
 
     def close(self) -> None:
         with self.lock:
-            self.db.close()
+            self.flush(force=True)
+            if self.queue:
+                self.log.error("the journal could not take %d writes before the hub exited (%s)", len(self.queue),
+                               self.condition)
+            if self.db is not None:
+                self.db.close()
+                self.db = None
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken at once (IMMEDIATE) so that writers from other
-        processes queue on the busy timeout instead of failing halfway."""
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.db
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
+    # -- conditions ------------------------------------------------------------------------------
 
-    def _tx(self, statements: Iterable[Tuple[str, Sequence[Any]]]) -> None:
-        with self._transaction() as db:
-            for sql, args in statements:
-                db.execute(sql, args)
+    def _degrade(self, condition: str) -> None:
+        if self.condition is None:
+            self.condition = condition
+            self.conditions.begin(condition, self.path)
+        self._next_try = self.clock() + RETRY_SECONDS
 
-    def _one(self, sql: str, args: Sequence[Any] = ()) -> Optional[sqlite3.Row]:
-        with self.lock:
-            return self.db.execute(sql, args).fetchone()
+    def _recovered(self) -> None:
+        if self.condition is not None:
+            self.conditions.end(self.condition)
+            self.condition = None
 
-    def _all(self, sql: str, args: Sequence[Any] = ()) -> List[sqlite3.Row]:
-        with self.lock:
-            return self.db.execute(sql, args).fetchall()
-
-    def _run(self, sql: str, args: Sequence[Any] = ()) -> int:
-        with self.lock:
-            return self.db.execute(sql, args).rowcount
-
-    # -- runs -----------------------------------------------------------------------
-
-    def open_run(self, run_key: str, integration_key: str, integration_id: Optional[int], cwd: str,
-                 read_stdout: bool, create_fields: Dict[str, Any], last_run_fields: Dict[str, Any],
-                 supervised: bool = True) -> None:
-        """Record a new run this process owns and must create in OneVizion.
-        `supervised`: a wrapper runs its child (a crash then closes the run); False for runs
-        that the RunController opened, which whoever opened them closes."""
-        now = time.time()
-        self._run(
-            "INSERT INTO runs(run_key, integration_key, integration_id, cwd, read_stdout, create_fields,"
-            " last_run_fields, owner_pid, owner_host, owner_start, started_at,"
-            " last_activity, supervised, output_closed, schema) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run_key, integration_key, integration_id, cwd, int(read_stdout), _dump(create_fields),
-             _dump(last_run_fields), self.pid, self.host, self.start, now, now, int(supervised),
-             int(not supervised), self.schema_json))
-
-    def forget_run(self, run_key: str) -> None:
-        """Drop a run OneVizion refused to create, before anything was written for it."""
-        self._tx([("DELETE FROM lines WHERE run_key=?", (run_key,)),
-                  ("DELETE FROM chunks WHERE run_key=?", (run_key,)),
-                  ("DELETE FROM runs WHERE run_key=?", (run_key,))])
-
-    def _known_run(self, run_key: str, integration_key: str) -> Tuple[str, Sequence[Any]]:
-        """The statement that gives a run known only by key (opened by the RunController or
-        another wrapper) a row, to hold records and a final status. It runs in the same
-        transaction as what it is for: another process's prune() may drop an empty row
-        between two separate statements."""
-        now = time.time()
-        return ("INSERT OR IGNORE INTO runs(run_key, integration_key, created, output_closed, owner_pid,"
-                " owner_host, owner_start, started_at, last_activity, schema) VALUES(?,?,1,1,?,?,?,?,?,?)",
-                (run_key, integration_key, self.pid, self.host, self.start, now, now, self.schema_json))
-
-    def close_known_run(self, run_key: str, integration_key: str, final_fields: Dict[str, Any]) -> None:
-        """A final status for a run known only by key (RunController stop while OneVizion is away)."""
-        self._tx([self._known_run(run_key, integration_key),
-                  ("UPDATE runs SET final_fields=?, output_closed=1 WHERE run_key=?", (_dump(final_fields), run_key))])
-
-    def run(self, run_key: str) -> Optional[sqlite3.Row]:
-        return self._one("SELECT * FROM runs WHERE run_key=?", (run_key,))
-
-    def mark_created(self, run_key: str, trackor_id: int) -> None:
-        self._run("UPDATE runs SET created=1, trackor_id=? WHERE run_key=?", (trackor_id, run_key))
-
-    def set_trackor_id(self, run_key: str, trackor_id: int) -> None:
-        self._run("UPDATE runs SET trackor_id=? WHERE run_key=?", (trackor_id, run_key))
-
-    def last_run_sent(self, run_key: str) -> None:
-        self._run("UPDATE runs SET last_run_fields=NULL WHERE run_key=?", (run_key,))
-
-    def finish_run(self, run_key: str, final_fields: Dict[str, Any]) -> None:
-        """The run is over; its final status waits until every record before it is sent."""
-        self._run("UPDATE runs SET final_fields=?, output_closed=1 WHERE run_key=?",
-                  (_dump(final_fields), run_key))
-
-    def final_sent(self, run_key: str) -> None:
-        self._run("UPDATE runs SET final_done=1 WHERE run_key=?", (run_key,))
-
-    def orphans(self) -> List[sqlite3.Row]:
-        """Runs on this host whose owner process is gone and that still owe OneVizion something."""
-        rows = self._all(
-            "SELECT * FROM runs WHERE owner_host=? AND (created=0 OR last_run_fields IS NOT NULL"
-            " OR (final_done=0 AND (supervised=1 OR final_fields IS NOT NULL))"
-            " OR EXISTS (SELECT 1 FROM lines WHERE lines.run_key=runs.run_key AND state<?)"
-            " OR EXISTS (SELECT 1 FROM chunks WHERE chunks.run_key=runs.run_key))",
-            (self.host, DELIVERED))
-        return [r for r in rows if not (r["owner_pid"] == self.pid or process_alive(r["owner_pid"], r["owner_start"]))]
-
-    def adopt(self, row: sqlite3.Row) -> bool:
-        """Take over an orphaned run; False when another process took it first."""
-        return self._run(
-            "UPDATE runs SET owner_pid=?, owner_start=? WHERE run_key=? AND owner_pid IS ? AND owner_start IS ?",
-            (self.pid, self.start, row["run_key"], row["owner_pid"], row["owner_start"])) == 1
-
-    def release(self, run_key: str) -> None:
-        """Give up a run without finishing it (the next invocation adopts it)."""
-        self._run("UPDATE runs SET owner_pid=NULL WHERE run_key=? AND owner_pid=?", (run_key, self.pid))
-
-    def prune(self, run_key: str) -> None:
-        """Drop what OneVizion has confirmed; the run's row goes once nothing is owed."""
-        self._tx([
-            ("DELETE FROM lines WHERE run_key=? AND state=?", (run_key, DELIVERED)),
-            ("DELETE FROM runs WHERE run_key=? AND (final_done=1 OR (supervised=0 AND final_fields IS NULL))"
-             " AND created=1 AND last_run_fields IS NULL AND NOT EXISTS"
-             " (SELECT 1 FROM lines WHERE run_key=?) AND NOT EXISTS (SELECT 1 FROM chunks WHERE run_key=?)",
-             (run_key, run_key, run_key)),
-        ])
-
-    def retry_rejected(self) -> int:
-        """--replay: give records OneVizion refused before another chance."""
-        return self._run("UPDATE lines SET state=?, error=NULL WHERE state=?", (PENDING, REJECTED))
-
-    def owed(self) -> Dict[str, int]:
-        """What the journal still owes OneVizion: records and final statuses."""
-        records = self._one("SELECT count(*) FROM lines WHERE state<?", (DELIVERED,))[0]
-        rejected = self._one("SELECT count(*) FROM lines WHERE state=?", (REJECTED,))[0]
-        chunks = self._one("SELECT count(*) FROM chunks WHERE stream IN ('stdout','stderr')")[0]
-        finals = self._one("SELECT count(*) FROM runs WHERE final_done=0 AND final_fields IS NOT NULL")[0]
-        return {"records": records + (1 if chunks else 0), "rejected": rejected, "statuses": finals}
-
-    # -- output ---------------------------------------------------------------------
-
-    def add_chunks(self, run_key: str, chunks: Sequence[Tuple[str, bytes, float]]) -> None:
-        """Raw pipe reads (stream, data, time read), in one transaction."""
-        if not chunks:
+    def _fault(self, exc: BaseException) -> None:
+        """A write or read failed: damage sets the file aside; anything else is a condition."""
+        if is_damage(exc):
+            if self.db is not None:
+                try:
+                    ok = self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                except sqlite3.Error:
+                    ok = False
+                if ok:
+                    self._degrade(f"the journal reported {exc}")
+                    return
+                self.db.close()
+                self.db = None
+            self._set_aside(exc)
+            self._open(check=False)
             return
-        with self._transaction() as db:
-            db.executemany("INSERT INTO chunks(run_key, stream, at, data) VALUES(?,?,?,?)",
-                           [(run_key, s, at, data) for s, data, at in chunks])
-            db.execute("UPDATE runs SET last_activity=? WHERE run_key=?", (chunks[-1][2], run_key))
+        condition = condition_of(exc)
+        if condition is None:
+            # Not storage trouble: a bug. Say it loudly; the caller's item stays owed in memory.
+            raise exc
+        self._degrade(condition)
 
-    def add_note(self, run_key: str, message_type: str, text: str, at: Optional[float] = None) -> None:
-        """A record of the hub's own (could not start, exit code, wrapper stopped...), after the output so far."""
-        self.add_chunks(run_key, [(NOTE_PREFIX + message_type, text.encode("utf-8"), at or time.time())])
+    # -- writing ---------------------------------------------------------------------------------
 
-    def end_output(self, run_key: str) -> None:
-        """Mark the end of the child's output: a last line without newline is complete now."""
-        self.add_chunks(run_key, [(EOF_STREAM, b"", time.time())])
+    def _submit(self, op: _Op) -> None:
+        with self.lock:
+            self.queue.append(op)
+            if len(self.queue) == 1 or self.clock() >= self._next_try:
+                self.flush()
 
-    def take_chunks(self, run_key: str, max_bytes: int) -> List[sqlite3.Row]:
-        """The oldest unparsed chunks of a run, about max_bytes of them (at least one).
-        Sizes are read first, so that only the chunks taken are loaded into memory."""
-        sizes = self._all("SELECT id, length(data) FROM chunks WHERE run_key=? ORDER BY id LIMIT 512", (run_key,))
-        ids, total = [], 0
-        for chunk_id, size in sizes:
-            if ids and total + size > max_bytes:
-                break
-            ids.append(chunk_id)
-            total += size
-        if not ids:
-            return []
-        return self._all(f"SELECT id, stream, at, data FROM chunks WHERE id IN ({','.join('?' * len(ids))})"
-                         " ORDER BY id", ids)
+    def flush(self, force: bool = False) -> bool:
+        """Write what waits, in order; True when nothing waits any more."""
+        with self.lock:
+            if not self.queue:
+                return True
+            if not force and self.condition is not None and self.clock() < self._next_try:
+                return False
+            if self.db is None:
+                self._open(check=False)
+                if self.db is None:
+                    return False
+            while self.queue:
+                op = self.queue[0]
+                try:
+                    self._write(op)
+                except Exception as exc:  # noqa: BLE001 - a condition or damage; anything else is a bug
+                    try:
+                        self._fault(exc)
+                    except Exception:  # noqa: BLE001 - a write the code got wrong must not stop the others
+                        self.log.exception("a journal write failed and was dropped (a bug)")
+                        self.queue.pop(0)
+                        continue
+                    if self.db is None or self.condition is not None:
+                        return False
+                    continue
+                self.queue.pop(0)
+                if op.on_written is not None:
+                    op.on_written()
+            self._recovered()
+            return True
 
-    def store_parsed(self, run_key: str, chunk_ids: Sequence[int], lines: Sequence[Tuple], leftover: Dict[str, str],
-                     next_seq: int) -> None:
-        """Lines parsed from chunks replace those chunks, with the splitter state, atomically."""
-        with self._transaction() as db:
-            db.executemany("INSERT INTO lines(run_key, seq, stream, at, mtype, text, marker, file_path)"
-                           " VALUES(?,?,?,?,?,?,?,?)", [(run_key,) + tuple(line) for line in lines])
-            db.executemany("DELETE FROM chunks WHERE id=?", [(i,) for i in chunk_ids])
-            db.execute("UPDATE runs SET leftover=?, next_seq=? WHERE run_key=?",
-                       (json.dumps(leftover), next_seq, run_key))
+    def _write(self, op: _Op) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in op.statements:
+                db.execute(sql, args)
+            if op.records:
+                db.executemany(f"INSERT OR REPLACE INTO records({','.join(_RECORD_COLUMNS)}) VALUES"
+                               f"({','.join('?' * len(_RECORD_COLUMNS))})", list(op.records.values()))
+            db.execute("COMMIT")
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
 
-    def has_chunks(self, run_key: str) -> bool:
-        return self._one("SELECT 1 FROM chunks WHERE run_key=? LIMIT 1", (run_key,)) is not None
+    def tick(self) -> None:
+        """Called now and then by the delivery engine: retry waiting writes, give space back."""
+        if self.queue:
+            self.flush()
+        if self._deleted >= VACUUM_PAGES and self.condition is None:
+            self._deleted = 0
+            with self.lock:
+                try:
+                    if self.db is not None:
+                        self.db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES * 4})")
+                except sqlite3.Error as exc:
+                    self.log.warning("the journal could not give space back: %s", exc)
 
-    # -- records --------------------------------------------------------------------
+    def waiting_writes(self) -> int:
+        return len(self.queue)
 
-    def add_record(self, run_key: str, integration_key: str, log_key: str, message_type: str, text: str,
-                   description: Optional[str], file_path: Optional[str], at: float) -> int:
-        """A whole record with its own key (IntegrationWrapperAddingLog.py); returns its id."""
-        with self._transaction() as db:
-            db.execute(*self._known_run(run_key, integration_key))
-            return db.execute(
-                "INSERT INTO lines(run_key, stream, at, mtype, text, file_path, log_key, description)"
-                " VALUES(?,?,?,?,?,?,?,?)",
-                (run_key, "record", at, message_type, text, file_path, log_key, description)).lastrowid
+    # -- the writes the hub makes -------------------------------------------------------------------
 
-    def open_run_of(self, integration_key: str) -> Optional[str]:
-        """The newest run of an integration that a live wrapper on this machine supervises."""
-        for row in self._all("SELECT * FROM runs WHERE integration_key=? AND supervised=1 AND final_fields IS NULL"
-                             " AND owner_host=? ORDER BY started_at DESC", (integration_key, self.host)):
-            if process_alive(row["owner_pid"], row["owner_start"]):
-                return row["run_key"]
+    def put_run(self, row: RunRow) -> None:
+        """Insert or replace a run's whole row (a run opened, a run-level item changed)."""
+        values = _run_values(row)
+        self._submit(_Op([(f"INSERT OR REPLACE INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
+                           f"({','.join('?' * len(_RUN_COLUMNS))})", values)]))
+
+    def put_records(self, run_key: str, records: Sequence[RecordRow], parse: Optional[ParseState] = None,
+                    last_activity: Optional[float] = None, on_written: Optional[Callable[[], None]] = None) -> None:
+        """Records formed from the output, with the parse position they lead to, atomically."""
+        statements = []
+        if parse is not None:
+            statements.append(("UPDATE runs SET parse=?, last_activity=max(last_activity, ?) WHERE run_key=?",
+                               (parse.dump(), last_activity or 0.0, run_key)))
+        self._submit(_Op(statements, {r.log_key: _record_values(r) for r in records}, on_written))
+
+    def set_record(self, record: RecordRow) -> None:
+        """A record's state changed (created with its file owed, refused)."""
+        with self.lock:
+            waiting = self._waiting_record(record.log_key)
+            if waiting is not None:
+                waiting.records[record.log_key] = _record_values(record)
+                return
+            self._submit(_Op([("UPDATE records SET state=?, trackor_id=?, answer=? WHERE log_key=?",
+                               (int(record.state), record.trackor_id, record.answer, record.log_key))]))
+
+    def drop_records(self, log_keys: Iterable[str]) -> None:
+        """Records OneVizion confirmed leave the journal (or a wait in memory for it)."""
+        with self.lock:
+            keys = []
+            for log_key in log_keys:
+                waiting = self._waiting_record(log_key)
+                if waiting is not None:
+                    del waiting.records[log_key]
+                else:
+                    keys.append(log_key)
+            if keys:
+                self._deleted += len(keys)
+                self._submit(_Op([("DELETE FROM records WHERE log_key=?", (k,)) for k in keys]))
+
+    def drop_run(self, run_key: str) -> None:
+        self._deleted += 1
+        # Only when no record of the run is left: a helper script may have added one just now.
+        self._submit(_Op([("DELETE FROM runs WHERE run_key=? AND NOT EXISTS (SELECT 1 FROM records WHERE run_key=?)",
+                           (run_key, run_key))]))
+
+    def discard_run(self, run_key: str) -> None:
+        """--discard: a run and everything it owes leave the journal for good."""
+        self._submit(_Op([("DELETE FROM records WHERE run_key=?", (run_key,)),
+                          ("DELETE FROM runs WHERE run_key=?", (run_key,))]))
+
+    def _waiting_record(self, log_key: str) -> Optional[_Op]:
+        # Only writes that have not reached the file can hold a record: at most a few while the
+        # journal is healthy (the one being written), all of a condition's otherwise.
+        for op in reversed(self.queue):
+            if op.records and log_key in op.records:
+                return op
         return None
 
-    def unsent_records(self, run_key: str, exclude: Iterable[int], limit: int = 16) -> List[int]:
-        """Records not yet delivered, oldest first, leaving out those in flight."""
-        skip = set(exclude)
-        rows = self._all("SELECT id FROM lines WHERE run_key=? AND state IN (?,?) ORDER BY id LIMIT ?",
-                         (run_key, PENDING, CREATED, limit + len(skip)))
-        return [r[0] for r in rows if r[0] not in skip][:limit]
+    # -- the helper scripts' own writes (at once, not queued: the script waits for the answer) ---------
 
-    def forget_record(self, record_id: int) -> None:
-        self._run("DELETE FROM lines WHERE id=?", (record_id,))
+    def add_helper_record(self, record: RecordRow, known: RunRow) -> Optional[RunRow]:
+        """A helper's record, in one transaction with the run row it needs: the run's own row
+        when the journal has it (returned: its owner delivers it), else `known` (None returned).
+        Raises the storage error when the journal cannot take it now."""
+        with self.lock:
+            if self.db is None or self.queue:
+                raise sqlite3.OperationalError(self.condition or "the journal cannot be written")
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = db.execute("SELECT * FROM runs WHERE run_key=? AND installation=?",
+                                  (record.run_key, self.installation))
+                names = [d[0] for d in rows.description]
+                found = rows.fetchone()
+                if found is None:
+                    db.execute(f"INSERT INTO runs({','.join(_RUN_COLUMNS)}) VALUES({','.join('?' * len(_RUN_COLUMNS))})",
+                               _run_values(known))
+                db.execute(f"INSERT INTO records({','.join(_RECORD_COLUMNS)}) VALUES"
+                           f"({','.join('?' * len(_RECORD_COLUMNS))})", _record_values(record))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return _run_row(dict(zip(names, found))) if found is not None else None
 
-    def record(self, record_id: int) -> sqlite3.Row:
-        return self._one("SELECT * FROM lines WHERE id=?", (record_id,))
+    def add_loose(self, integration_key: str, hint_run: Optional[str], at: float, fields_json: str,
+                  file_path: Optional[str]) -> int:
+        """A record whose run could not be told (OneVizion unreachable, no -r): it goes to the run
+        that was Running at `at`, found when it is delivered."""
+        with self.lock:
+            if self.db is None or self.queue:
+                raise sqlite3.OperationalError(self.condition or "the journal cannot be written")
+            return self.db.execute("INSERT INTO loose(installation, integration_key, hint_run, at, fields, file_path,"
+                                   " state) VALUES(?,?,?,?,?,?,0)", (self.installation, integration_key, hint_run,
+                                                                     at, fields_json, file_path)).lastrowid
 
-    def set_record_state(self, record_id: int, state: int, trackor_id: Optional[int] = None,
-                         error: Optional[str] = None) -> None:
-        self._run("UPDATE lines SET state=?, trackor_id=coalesce(?, trackor_id), error=? WHERE id=?",
-                  (state, trackor_id, error, record_id))
+    def loose(self) -> List[Dict[str, Any]]:
+        return self._rows("SELECT * FROM loose WHERE installation=? AND state=0 ORDER BY id", (self.installation,))
 
-    def open_count(self, run_key: str) -> int:
-        """Lines of the run not yet delivered or refused."""
-        return self._one("SELECT count(*) FROM lines WHERE run_key=? AND state IN (?,?)",
-                         (run_key, PENDING, CREATED))[0]
+    def resolve_loose(self, loose_id: int, record: RecordRow, known: RunRow) -> bool:
+        """A loose record found its run: it becomes that run's record, once (False when another
+        process resolved it first)."""
+        with self.lock:
+            if self.db is None or self.queue:
+                return False
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if db.execute("DELETE FROM loose WHERE id=? AND state=0", (loose_id,)).rowcount != 1:
+                    db.execute("ROLLBACK")
+                    return False
+                db.execute(f"INSERT OR IGNORE INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
+                           f"({','.join('?' * len(_RUN_COLUMNS))})", _run_values(known))
+                db.execute(f"INSERT INTO records({','.join(_RECORD_COLUMNS)}) VALUES"
+                           f"({','.join('?' * len(_RECORD_COLUMNS))})", _record_values(record))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return True
+
+    def refuse_loose(self, loose_id: int, answer: str) -> None:
+        self._submit(_Op([("UPDATE loose SET state=3, answer=? WHERE id=?", (answer, loose_id))]))
+
+    # -- ownership ----------------------------------------------------------------------------------
+
+    def claim(self, run_key: str, expected: Optional[str], owner: str) -> bool:
+        """Take a run over from a gone owner; False when another process took it first (or the
+        journal cannot be written now: then nobody can)."""
+        with self.lock:
+            if self.db is None or self.queue:
+                return False
+            try:
+                changed = self.db.execute("UPDATE runs SET owner=? WHERE run_key=? AND owner IS ?",
+                                          (owner, run_key, expected)).rowcount
+            except Exception as exc:  # noqa: BLE001
+                self._fault(exc)
+                return False
+            return changed == 1
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> List[sqlite3.Row]:
+        with self.lock:
+            if self.db is None:
+                return []
+            try:
+                cursor = self.db.execute(sql, args)
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row)) for row in cursor.fetchall()]
+            except Exception as exc:  # noqa: BLE001
+                self._fault(exc)
+                return []
+
+    def runs(self, run_key: Optional[str] = None, every_installation: bool = False) -> List[RunRow]:
+        """Runs of this installation (or one by key), oldest first."""
+        where, args = [], []
+        if not every_installation:
+            where.append("installation=?")
+            args.append(self.installation)
+        if run_key is not None:
+            where.append("run_key=?")
+            args.append(run_key)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started_at"
+        return [_run_row(row) for row in self._rows(sql, args)]
+
+    def run(self, run_key: str) -> Optional[RunRow]:
+        found = self.runs(run_key)
+        return found[0] if found else None
+
+    def records(self, run_key: str, origin: Optional[str] = None, owed_only: bool = False) -> List[RecordRow]:
+        sql, args = "SELECT * FROM records WHERE run_key=?", [run_key]
+        if origin:
+            sql += " AND origin=?"
+            args.append(origin)
+        if owed_only:
+            sql += " AND state IN (0, 1)"
+        return [_record_row(row) for row in self._rows(sql + " ORDER BY seq, log_key", args)]
+
+    def record(self, log_key: str) -> Optional[RecordRow]:
+        found = self._rows("SELECT * FROM records WHERE log_key=?", (log_key,))
+        return _record_row(found[0]) if found else None
+
+    def other_installations(self) -> int:
+        found = self._rows("SELECT count(*) AS n FROM runs WHERE installation<>?", (self.installation,))
+        return found[0]["n"] if found else 0
+
+    def data_version(self) -> int:
+        """Changes whenever another process commits to the journal (cheap to ask)."""
+        found = self._rows("PRAGMA data_version")
+        return list(found[0].values())[0] if found else -1
+
+    def size(self) -> int:
+        """The journal's bytes on disk (the file and its WAL)."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
 
 
 def _dump(value: Optional[Dict[str, Any]]) -> Optional[str]:
     return None if value is None else json.dumps(value)
 
 
-def load(value: Optional[str]) -> Optional[Dict[str, Any]]:
-    return None if value is None else json.loads(value)
+def _load(text: Optional[str]) -> Optional[Dict[str, Any]]:
+    return None if text is None else json.loads(text)
+
+
+def _run_values(row: RunRow) -> tuple:
+    return (row.run_key, row.installation, row.integration_key, row.integration_id, row.origin.value, row.owner,
+            row.started_at, row.last_activity, json.dumps(row.settings), row.trackor_id, row.remote_key,
+            _dump(row.create.fields), int(row.create.state), row.create.answer,
+            _dump(row.last_run.fields), int(row.last_run.state), row.last_run.answer,
+            _dump(row.final.fields), int(row.final.state), row.final.answer,
+            json.dumps(list(row.run_file)) if row.run_file else None, int(row.run_file_state), row.run_file_answer,
+            int(row.output_open), row.parse.dump(), json.dumps(row.notes))
+
+
+def _run_row(data: Dict[str, Any]) -> RunRow:
+    run_file = json.loads(data["run_file"]) if data["run_file"] else None
+    return RunRow(
+        run_key=data["run_key"], installation=data["installation"], integration_key=data["integration_key"],
+        origin=Origin(data["origin"]), settings=json.loads(data["settings"]), started_at=data["started_at"],
+        integration_id=data["integration_id"], owner=data["owner"], last_activity=data["last_activity"],
+        trackor_id=data["trackor_id"], remote_key=data["remote_key"],
+        create=Step(_load(data["create_fields"]), ItemState(data["create_state"]), data["create_answer"]),
+        last_run=Step(_load(data["last_run_fields"]), ItemState(data["last_run_state"]), data["last_run_answer"]),
+        final=Step(_load(data["final_fields"]), ItemState(data["final_state"]), data["final_answer"]),
+        run_file=(int(run_file[0]), run_file[1]) if run_file else None,
+        run_file_state=ItemState(data["run_file_state"]), run_file_answer=data["run_file_answer"],
+        output_open=bool(data["output_open"]), parse=ParseState.load(data["parse"]),
+        notes=json.loads(data["notes"] or "{}"))
+
+
+def _record_values(record: RecordRow) -> tuple:
+    return (record.log_key, record.run_key, record.origin, record.seq, record.fields_json, record.file_path,
+            int(record.state), record.trackor_id, record.answer, record.created_at)
+
+
+def _record_row(data: Dict[str, Any]) -> RecordRow:
+    return RecordRow(log_key=data["log_key"], run_key=data["run_key"], fields_json=data["fields"],
+                     origin=data["origin"], seq=data["seq"], file_path=data["file_path"],
+                     state=ItemState(data["state"]), trackor_id=data["trackor_id"], answer=data["answer"],
+                     created_at=data["created_at"])

@@ -15,10 +15,10 @@ core. Every other line takes the careful path, one line at a time.
 from __future__ import annotations
 
 import bisect
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from hub import lines as L
+from hub import uploads
 from hub import vocabulary as V
 
 Record = Tuple[int, str, float, str, str, str, Optional[str]]
@@ -43,8 +43,17 @@ class _Plain:
     from the middle still carries the time its own first line was read."""
 
     def __init__(self, seq: int, stream: str, at: float, mtype: str, text: str, count: int):
-        self.seq, self.stream, self.at, self.mtype, self.text, self.count = seq, stream, at, mtype, text, count
+        self.seq, self.stream, self.at, self.mtype, self.count = seq, stream, at, mtype, count
+        # Blocks joined once, when the text is first wanted: appending to one growing string
+        # would copy it again for every chunk of a flood.
+        self.parts = [text]
         self.marks = [(seq, at)]
+
+    @property
+    def text(self) -> str:
+        if len(self.parts) > 1:
+            self.parts = ["\n".join(self.parts)]
+        return self.parts[0]
 
     def read_at(self, seq: int) -> float:
         return self.marks[bisect.bisect_right(self.marks, (seq, float("inf"))) - 1][1]
@@ -54,9 +63,15 @@ class RecordMaker:
     """Turns a run's chunks into records; `leftover` and `next_seq` carry over between calls
     (and between processes, through the journal)."""
 
-    def __init__(self, cwd: str, read_stdout: bool, max_upload_bytes: int, workers: int,
-                 leftover: Dict[str, str], next_seq: int):
-        self.cwd, self.read_stdout, self.max_upload_bytes, self.workers = cwd, read_stdout, max_upload_bytes, workers
+    def __init__(self, cwd: str, read_stdout: bool, policy: Optional[uploads.UploadPolicy], workers: int,
+                 leftover: Dict[str, str], next_seq: int, message_limit: int = V.MESSAGE_LIMIT,
+                 description_limit: int = V.DESCRIPTION_LIMIT,
+                 on_refused: Optional[Callable[[uploads.Decision], None]] = None):
+        # `policy` says which printed files may be uploaded (hub.uploads); None: none are.
+        self.cwd, self.read_stdout, self.policy, self.workers = cwd, read_stdout, policy, workers
+        self.on_refused = on_refused
+        self.message_limit, self.limit = message_limit, description_limit
+        self.hold = LONG_LINE_HOLD if description_limit == V.DESCRIPTION_LIMIT else 8 * description_limit
         self.splitters = {s: L.LineSplitter(leftover.get(s, "").encode("latin-1")) for s in (V.STDOUT, V.STDERR)}
         # A long line sent in parts so far: how many parts, and the type its first part gave it.
         self.long_parts = {s: int(leftover.get(s + ":parts", "0")) for s in self.splitters}
@@ -82,7 +97,7 @@ class RecordMaker:
                 self._end_long_line(stream, at, raws.pop(0))
             if raws:
                 self._block(stream, raws, at)
-            if len(splitter.leftover) > LONG_LINE_HOLD:
+            if len(splitter.leftover) > self.hold:
                 self._send_long_line_parts(stream, at)
         elif stream == EOF_STREAM:
             for name, splitter in self.splitters.items():
@@ -103,9 +118,9 @@ class RecordMaker:
         current: Optional[List] = None   # [seq, stream, at, mtype, parts, size]
         for item in self.items:
             if isinstance(item, _Plain):
-                current = _add_plain(merged, current, item)
+                current = _add_plain(merged, current, item, self.limit)
             elif _mergeable(item):
-                current = _add_plain(merged, current, _Plain(item[0], item[1], item[2], item[3], item[4], 1))
+                current = _add_plain(merged, current, _Plain(item[0], item[1], item[2], item[3], item[4], 1), self.limit)
             else:
                 _close(merged, current)
                 current = None
@@ -119,7 +134,7 @@ class RecordMaker:
         if stream == V.STDOUT and not self.read_stdout and not any(b"/" in r or b"." in r for r in raws):
             return  # stdout not wanted, and none of these lines can name a file
         raw = b"\n".join(raws)
-        text = _plain_text(raw, raws, stream)
+        text = _plain_text(raw, raws, stream, self.limit)
         if text is None:
             for one in raws:
                 self._line(stream, at, one)
@@ -128,7 +143,7 @@ class RecordMaker:
         mtype = V.ERROR if stream == V.STDERR else V.INFO
         previous = self.items[-1] if self.items else None
         if isinstance(previous, _Plain) and previous.stream == stream:
-            previous.text += "\n" + text
+            previous.parts.append(text)
             previous.count += count
             previous.marks.append((self.seq, at))
         else:
@@ -138,26 +153,26 @@ class RecordMaker:
 
     def _line(self, stream: str, at: float, raw: bytes) -> None:
         text = L.readable(raw)
-        path = self._printed_file(text) if stream == V.STDOUT else None
+        path = None
+        if stream == V.STDOUT and self.policy is not None:
+            decision = uploads.printed_file(text, self.cwd, self.policy)
+            if decision.upload:
+                path = decision.path
+            elif decision.kind == uploads.TOO_LARGE:
+                self._note(V.WARNING, at, f"{text}: {uploads.over_limit_message(decision.size, self.policy.max_bytes)}")
+                return
+            elif decision.refused and self.on_refused is not None:
+                self.on_refused(decision)
         if stream == V.STDOUT and not self.read_stdout and not path:
             return
-        if path:
-            try:
-                size = os.path.getsize(path)
-            except OSError:  # gone since it was seen: an ordinary line
-                size, path = 0, None
-            if size > self.max_upload_bytes:
-                self._note(V.WARNING, at, f"{text}: file of {size / 1e6:.1f} MB not uploaded: over the upload "
-                                          f"limit of {self.max_upload_bytes / 1e6:.0f} MB (--max-upload-mb)")
-                return
         self._add(stream, at, L.message_type_for(stream, text), text, path)
 
     def _send_long_line_parts(self, stream: str, at: float) -> None:
         """Records for the full parts of a line whose end has not come yet."""
         splitter = self.splitters[stream]
         rest = splitter.leftover
-        while len(rest) > LONG_LINE_HOLD:
-            cut = _char_boundary(rest, V.DESCRIPTION_LIMIT)
+        while len(rest) > self.hold:
+            cut = _char_boundary(rest, self.limit)
             text = L.readable(rest[:cut])
             rest = rest[cut:]
             if not self.long_parts[stream]:
@@ -173,7 +188,7 @@ class RecordMaker:
         self.long_parts[stream], self.long_type[stream] = 0, ""
         if stream == V.STDOUT and not self.read_stdout:
             return
-        parts = L.split_long(L.readable(raw))
+        parts = L.split_long(L.readable(raw), self.limit)
         for number, part in enumerate(parts, done + 1):
             self._append(stream, at, mtype, part, f"(part {number}/{done + len(parts)}) ")
 
@@ -187,30 +202,14 @@ class RecordMaker:
         self._add("hub", at, mtype, text, None)
 
     def _add(self, stream: str, at: float, mtype: str, text: str, path: Optional[str]) -> None:
-        for marker, part in L.describe_parts(L.split_long(text)):
+        for marker, part in L.describe_parts(L.split_long(text, self.limit)):
             self._append(stream, at, mtype, part, marker, path)
 
-    def _printed_file(self, text: str) -> Optional[str]:
-        """The regular file a stdout line names, if any (absolute or relative to the child's directory)."""
-        candidate = text.strip()
-        # Most lines cannot be paths: spare them a stat call.
-        if not candidate or len(candidate) > 4096 or "\ufffd" in candidate or (
-                "/" not in candidate and "." not in candidate):
-            return None
-        path = os.path.abspath(candidate if os.path.isabs(candidate) else os.path.join(self.cwd or ".", candidate))
-        # /proc and /sys files claim to be regular and empty, and some block when read.
-        if path.startswith(("/proc/", "/sys/")):
-            return None
-        try:
-            return path if os.path.isfile(path) else None
-        except (OSError, ValueError):
-            return None
 
-
-def _plain_text(raw: bytes, raws: List[bytes], stream: str) -> Optional[str]:
+def _plain_text(raw: bytes, raws: List[bytes], stream: str, limit: int) -> Optional[str]:
     """The block as text when every line in it is plain (valid UTF-8, no control characters,
     no level word, not too long, and on stdout nothing that could name a file); else None."""
-    if len(raw.translate(None, _CONTROL_BYTES)) != len(raw) or max(map(len, raws)) > V.DESCRIPTION_LIMIT:
+    if len(raw.translate(None, _CONTROL_BYTES)) != len(raw) or max(map(len, raws)) > limit:
         return None
     if stream == V.STDOUT and (b"/" in raw or b"." in raw):
         return None
@@ -242,7 +241,7 @@ def _one_per_line(block: _Plain) -> List[Record]:
             for i, text in enumerate(block.text.split("\n"))]
 
 
-def _add_plain(merged: List[Record], current: Optional[List], block: _Plain) -> List:
+def _add_plain(merged: List[Record], current: Optional[List], block: _Plain, limit: int) -> List:
     """Append a block of lines to the record being built, cutting records at the Description
     limit on line boundaries; returns the record being built afterwards."""
     if current is not None and (current[1] != block.stream or current[3] != block.mtype):
@@ -252,7 +251,7 @@ def _add_plain(merged: List[Record], current: Optional[List], block: _Plain) -> 
     while text:
         if current is None:
             current = [seq, block.stream, block.read_at(seq), block.mtype, [], 0]
-        room = V.DESCRIPTION_LIMIT - current[5] - (1 if current[4] else 0)
+        room = limit - current[5] - (1 if current[4] else 0)
         if len(text) <= room:
             current[4].append(text)
             current[5] += len(text) + (1 if len(current[4]) > 1 else 0)

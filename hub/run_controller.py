@@ -1,80 +1,131 @@
 """IntegrationWrapperRunController.py: open a run ("Running") or close it ("Executed
-with/without Warnings") from outside the wrapper (SPEC §7)."""
+with/without Warnings") from outside the wrapper (SPEC §7). Both go through the journal and
+the delivery engine like everything else: what OneVizion does not confirm in time waits in
+the journal (exit 75); what it refuses is kept as refused (exit 6)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Optional, Sequence
 
-from hub import cli, context
+from hub import cli, context, lookups
 from hub import vocabulary as V
-from hub.adding_log import REPLAY_SECONDS, integration_by_id, latest_running_run
-from hub.api import exact
-from hub.errors import ApiError, DisabledError, NotFoundError, UnreachableError
+from hub.adding_log import backlog, delivery_seconds
+from hub.answers import Kind
+from hub.errors import DisabledError, NotFoundError, UnreachableError
 from hub.run import checkbox, new_run_key
+from hub.schema import field_value
+from hub.state import ItemState, Origin, RunProgress, RunRow, Step, verdict
 
 SCRIPT = "IntegrationWrapperRunController"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = cli.parse(cli.run_controller_parser(), argv)
+    args.check_journal = False
     return context.run_script(args, SCRIPT, lambda ctx: control(ctx, args))
 
 
 def control(ctx: context.Context, args) -> int:
-    context.replay(ctx, REPLAY_SECONDS)
-    return start(ctx, args) if args.action == "start" else stop(ctx, args)
+    code = start(ctx, args) if args.action == "start" else stop(ctx, args)
+    backlog(ctx)
+    return code
 
 
 def start(ctx: context.Context, args) -> int:
     """Create a Running run, set Last Run, print the run's key alone on stdout."""
     s = ctx.schema
-    integration = integration_by_id(ctx, args.integration_id)
-    if not checkbox(integration.get(s.integration.enabled)) and not args.force:
-        raise DisabledError(f"integration {args.integration_id} is disabled (Enabled unchecked); --force starts a run anyway")
+    integration = lookups.integration_by_id(ctx, args.integration_id)
+    if not checkbox(field_value(integration, s.integration.enabled)) and not args.force:
+        raise DisabledError(f"integration {args.integration_id} is disabled (Enabled unchecked); --force starts a "
+                            f"run anyway")
     now = time.time()
     run_key = new_run_key(args.integration_id, now)
-    create = {s.run.status: s.run.running, s.run.start: ctx.now_text(now)}
-    last_run = {s.integration.last_run: ctx.now_text(now)}
-    ctx.journal.open_run(run_key, args.integration_id, integration["TRACKOR_ID"], "", True, create, last_run,
-                         supervised=False)
-    sender = ctx.sender(workers=1)
-    delivered = sender.deliver(run_key, time.monotonic() + REPLAY_SECONDS)
-    print(run_key)
-    if not delivered:
-        ctx.journal.release(run_key)
-        print(f"OneVizion unavailable ({sender.last_error or sender.failure}); run {run_key} kept in the local "
-              f"journal, the next invocation creates it", file=sys.stderr)
-        return V.EXIT_JOURNALED
-    ctx.log.info("run %s started by the RunController", run_key)
-    return V.EXIT_OK
+    row = RunRow(run_key=run_key, installation=ctx.installation.identity(), integration_key=args.integration_id,
+                 origin=Origin.CONTROLLER, settings=ctx.settings(), started_at=now,
+                 integration_id=integration["TRACKOR_ID"], owner=ctx.owner.id, last_activity=now,
+                 create=Step({s.run.status: s.run.running, s.run.start: ctx.now_text(now)}, ItemState.PENDING),
+                 last_run=Step({s.integration.last_run: ctx.now_text(now)}, ItemState.PENDING))
+    ctx.journal.put_run(row)
+    print(run_key, flush=True)
+    code = deliver(ctx, RunProgress(row), what=f"run {run_key}")
+    if code == V.EXIT_OK:
+        ctx.log.info("run %s started by the RunController", run_key)
+    return code
 
 
 def stop(ctx: context.Context, args) -> int:
-    """Close -r or the latest Running run: Finish = now, status by -e."""
+    """Close -r or the latest Running run: Finish = now, status by -e. A run that is no longer
+    Running is left alone (exit 4) unless --force."""
     s = ctx.schema
-    run_key = args.run_id or latest_running_run(ctx, args.integration_id)
     fields = {s.run.finish: ctx.now_text(), s.run.status: s.run.warnings if args.errors else s.run.ok}
+    run_key, remote = which_run(ctx, args)
+    local = ctx.journal.run(run_key)
+    if remote is not None and remote.status != s.run.running and not args.force:
+        raise NotFoundError(f"run {run_key} is not {s.run.running!r} (its status is {remote.status!r}); nothing "
+                            f"changed (--force rewrites it)")
+    if local is not None and local.final.fields is not None and not args.force:
+        raise NotFoundError(f"run {run_key} was already closed ({local.final.fields.get(s.run.status)!r}, waiting "
+                            f"in the local journal); nothing changed (--force rewrites it)")
+    if local is not None and not ctx.owner.alive(local.owner):
+        # Its create (or more) still waits in the journal: take it over, the final status goes after.
+        if ctx.adopt_orphans(keys=[run_key]):
+            with ctx.engine.lock:
+                run = ctx.engine.run(run_key)
+                run.row.final = Step(fields, ItemState.PENDING)
+            ctx.journal.put_run(run.row)
+            return deliver(ctx, run, what=f"the status of run {run_key}", add=False)
+    row = RunRow(run_key=run_key, installation=ctx.installation.identity(), integration_key=args.integration_id,
+                 origin=Origin.KNOWN, settings=ctx.settings(), started_at=time.time(), owner=ctx.owner.id,
+                 last_activity=time.time(), trackor_id=remote.trackor_id if remote else None,
+                 final=Step(fields, ItemState.PENDING))
+    if local is None:
+        ctx.journal.put_run(row)
+    code = deliver(ctx, RunProgress(row), what=f"the status of run {run_key}")
+    if code == V.EXIT_OK:
+        ctx.log.info("run %s stopped by the RunController: %s", run_key, fields[s.run.status])
+    return code
+
+
+def which_run(ctx: context.Context, args):
+    """(run key, the run as OneVizion has it or None when it cannot be asked)."""
+    if args.run_id:
+        try:
+            remote = lookups.run_by_key(ctx, args.run_id)
+        except lookups.CallFailed as failed:
+            if failed.answer.kind in (Kind.TRANSIENT, Kind.SERVER_ERROR):
+                return args.run_id, None
+            raise ctx.lookup_error(failed) from None
+        if remote is None and ctx.journal.run(args.run_id) is None:
+            raise NotFoundError(f"no run {args.run_id!r} in OneVizion")
+        return args.run_id, remote
     try:
-        found = ctx.call(ctx.api.find, s.run.trackor_type, {"TRACKOR_KEY": exact(run_key)}, [s.run.status])
-        if not found:
-            if ctx.journal.run(run_key) is None:
-                raise NotFoundError(f"no run {run_key!r} in OneVizion")
-        else:
-            ctx.call(ctx.api.update, found[0]["TRACKOR_ID"], fields)
-            ctx.log.info("run %s stopped by the RunController: %s", run_key, fields[s.run.status])
-            return V.EXIT_OK
-    except ApiError as exc:
-        if not exc.transient and exc.status != 401:
-            raise
-        reason = exc.message
-    except UnreachableError as exc:
-        reason = exc.message
-    else:
-        reason = "the run is still waiting in the journal to be created"
-    ctx.journal.close_known_run(run_key, args.integration_id, fields)
-    ctx.journal.release(run_key)
-    print(f"OneVizion unavailable ({reason}); the status of run {run_key} is kept in the local journal, the next "
-          f"invocation delivers it", file=sys.stderr)
-    return V.EXIT_JOURNALED
+        remote = lookups.latest_running_run(ctx, args.integration_id)
+    except lookups.CallFailed as failed:
+        if failed.answer.kind not in (Kind.TRANSIENT, Kind.SERVER_ERROR):
+            raise ctx.lookup_error(failed) from None
+        local = lookups.local_open_run(ctx, args.integration_id)
+        if local is None:
+            raise UnreachableError(f"{failed.answer.text}; and the local journal has no open run of integration "
+                                   f"{args.integration_id} (give -r RunID to close one later)") from None
+        return local, None
+    if remote is not None:
+        return remote.key, remote
+    local = lookups.local_open_run(ctx, args.integration_id)
+    if local is not None:
+        return local, None
+    raise lookups.not_running_message(ctx, args.integration_id)
+
+
+def deliver(ctx: context.Context, run: RunProgress, what: str, add: bool = True) -> int:
+    engine = ctx.engine
+    if add:
+        engine.add(run)
+    engine.wait([run.key], delivery_seconds())
+    with engine.lock:
+        refused = run.refused_items()
+        owed = sum(1 for step in (run.row.create, run.row.last_run, run.row.final) if step.owed)
+    result = verdict(True, None, refused, 0, owed, credentials_refused=engine.halted is not None)
+    if result.message:
+        (ctx.console.error if refused else ctx.console.warning)(f"{what}: {result.message}")
+    return result.exit_code

@@ -64,6 +64,9 @@ class LogSchema:
     info: str = vocabulary.INFO
     warning: str = vocabulary.WARNING
     error: str = vocabulary.ERROR
+    # Field lengths are set per field on each installation and the API does not report them.
+    message_limit: int = vocabulary.MESSAGE_LIMIT
+    description_limit: int = vocabulary.DESCRIPTION_LIMIT
 
     def type_value(self, message_type: str) -> str:
         """This installation's drop-down value for hub.vocabulary.INFO/WARNING/ERROR.
@@ -81,6 +84,8 @@ class LogSchema:
 # Keys that name drop-down values rather than trackor types or fields; they may not
 # repeat within a section (two statuses with one value could not be told apart).
 _VALUE_KEYS = {"run": ("running", "ok", "warnings"), "log": ("info", "warning", "error")}
+# Keys that are numbers (characters), not names.
+_LIMIT_KEYS = ("message_limit", "description_limit")
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class Schema:
                 continue
             values = _VALUE_KEYS.get(part, ())
             for key, value in _items(getattr(self, part)):
+                if key in _LIMIT_KEYS:
+                    continue
                 if value == field:
                     is_field = key != "trackor_type" and key not in values
                     (first if is_field else later).append("%s.%s" % (part, key))
@@ -131,6 +138,19 @@ def schema_as_dict(schema: Schema = DEFAULT_SCHEMA) -> dict:
 def default_schema_json() -> str:
     """The default mapping as pretty JSON: the README's example and a starting Schema.json."""
     return json.dumps(schema_as_dict(DEFAULT_SCHEMA), indent=2) + "\n"
+
+
+def field_value(row: dict, name: str) -> Any:
+    """A field of an answer, its name matched without regard to case: OneVizion takes names in
+    any case and answers with its own spelling (upper case), so `int_enabled` in Schema.json
+    must still find INT_ENABLED."""
+    if name in row:
+        return row[name]
+    lowered = name.lower()
+    for key, value in row.items():
+        if key.lower() == lowered:
+            return value
+    return None
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> Optional[str]:
@@ -194,6 +214,11 @@ def _section(data: Any, cls: type, where: str) -> Any:
     for key, value in data.items():
         if key not in known:
             raise UsageError(unknown_key_message(where, key, known))
+        if key in _LIMIT_KEYS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise UsageError("%s.%s: expected a whole number of characters (2 or more), got %s"
+                                 % (where, key, json.dumps(value)))
+            continue
         if not isinstance(value, str):
             raise UsageError("%s.%s: expected a string, got %s" % (where, key, type_name(value)))
         if not value.strip():
@@ -206,7 +231,8 @@ def _section(data: Any, cls: type, where: str) -> Any:
 def _check_distinct(part: Any, where: str) -> None:
     section = where.rsplit(": ", 1)[-1]
     values = _VALUE_KEYS.get(section, ())
-    groups = {"field": [(k, v) for k, v in _items(part) if k != "trackor_type" and k not in values],
+    groups = {"field": [(k, v) for k, v in _items(part)
+                        if k != "trackor_type" and k not in values and k not in _LIMIT_KEYS],
               "drop-down value": [(k, getattr(part, k)) for k in values]}
     for kind, pairs in groups.items():
         seen = {}

@@ -1,32 +1,51 @@
-"""IntegrationWrapper.py: run the integrations listed in Integration.json, each as a
-run with live logs (SPEC §5), or `--replay` what the journal still owes OneVizion."""
+"""IntegrationWrapper.py: run the integrations listed in Integration.json, each as a run with
+live logs (SPEC §5); or `--replay`, `--status`, `--discard` the journal (SPEC §10).
+
+The entries are looked up together, then run one after the other in file order; while one
+entry's records are still being delivered the next one's child already runs (each run's
+final status still goes after all of its records). When the last child has ended, the
+wrapper keeps delivering as long as OneVizion keeps confirming, and gives up after
+--drain-seconds without progress (exit 75: the journal keeps the rest).
+"""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+import threading
 import time
-from typing import List, Optional, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, List, Optional, Sequence, Union
 
-from hub import cli, config, context
+from hub import child as childmod
+from hub import cli, config, context, status
 from hub import vocabulary as V
-from hub.errors import NotFoundError, UsageError
-from hub.run import RunOptions, SignalState, run_integration
+from hub.errors import HubError, NotFoundError, UsageError
+from hub.run import Integration, RunOptions, RunReport, SignalState, checkbox, supervise
+from hub.schema import field_value
+from hub.state import verdict
 
 SCRIPT = "IntegrationWrapper"
 M_ARENA_MAX = -8  # glibc mallopt parameter
+LOOKUPS_AT_ONCE = 8
+EXTRA_REPLAY_SECONDS = 5.0   # after its own runs, how long the wrapper gives older ones without progress
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = cli.parse(cli.wrapper_parser(), argv)
     fewer_malloc_arenas()
+    # The reader threads hand each pipe read on at once; a short switch interval lets them have
+    # the interpreter back quickly while the delivery threads work (measured in bench/).
+    sys.setswitchinterval(0.001)
+    args.check_journal = True
     return context.run_script(args, SCRIPT, lambda ctx: wrap(ctx, args))
 
 
 def fewer_malloc_arenas() -> None:
-    """glibc gives each thread its own heap and keeps freed memory there; a dozen threads
-    that move 64 KiB bodies would hold 15-20 MB more than the wrapper uses. Two heaps are
-    plenty for threads that mostly wait on pipes and the network. (Measured in bench/.)"""
+    """glibc gives each thread its own heap and keeps freed memory there; threads that move
+    64 KiB bodies would hold 15-20 MB more than the wrapper uses. Two heaps are plenty for
+    threads that mostly wait on pipes and the network. (Measured in bench/.)"""
     try:
         ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, 2)
     except (OSError, AttributeError):
@@ -34,61 +53,249 @@ def fewer_malloc_arenas() -> None:
 
 
 def wrap(ctx: context.Context, args) -> int:
-    """Run the selected entries one after the other; the highest exit code wins."""
+    if args.status:
+        return status.show(ctx)
+    if args.discard:
+        return status.discard(ctx, args.discard)
     if args.replay:
-        return replay_only(ctx, args.drain_seconds)
-    entries = select(config.load_integrations(args.integrations), args.name)
+        return replay(ctx, args.drain_seconds, args.retry_refused)
+    entries = config.load_integrations(args.integrations)
+    selected, code = select_names(ctx, entries, args.name, args.integrations)
     signals = SignalState()
     signals.install()
-    background = context.replay_in_background(ctx, args.drain_seconds)
-    options = RunOptions(grace=args.grace, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
-                         drain_seconds=args.drain_seconds, allow_overlap=args.allow_overlap,
-                         control_process=args.control_process)
-    code = V.EXIT_OK
+    adoption = threading.Thread(target=_adopt, args=(ctx,), name="replay", daemon=True)
+    adoption.start()
     try:
-        for entry in entries:
+        found = look_up(ctx, selected)
+        selected = select_control_process(ctx, selected, found, args.control_process)
+        options = RunOptions(grace=args.grace, max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+                             drain_seconds=args.drain_seconds, allow_overlap=args.allow_overlap)
+        reports: List[RunReport] = []
+        for entry in selected:
             if signals.received:
                 break
-            code = max(code, run_entry(ctx, entry, options, signals))
+            code = max(code, run_entry(ctx, entry, found[entry.name], options, signals, reports))
+        keys = [r.run_key for r in reports]
+        if keys:
+            ctx.engine.wait(keys, args.drain_seconds, interrupt=signals.event)
+        for report in reports:
+            code = max(code, finish_entry(ctx, report))
     finally:
         signals.uninstall()
-    background.join(max(0.0, min(args.drain_seconds, 5.0)))
+    adoption.join(EXTRA_REPLAY_SECONDS)
+    if ctx._engine is not None and not signals.received:
+        others = [k for k in ctx.engine.runs if k not in {r.run_key for r in reports}]
+        if others:
+            ctx.engine.wait(others, min(EXTRA_REPLAY_SECONDS, args.drain_seconds), interrupt=signals.event)
     if signals.received:
         return V.EXIT_SIGNAL_BASE + signals.received
     return code
 
 
-def select(entries: List[config.IntegrationEntry], names: Optional[List[str]]) -> List[config.IntegrationEntry]:
-    """The entries --name asks for (all when none), in file order."""
-    if not names:
-        return entries
-    known = {e.name for e in entries}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise UsageError(f"--name {missing[0]!r}: no such IntegrationName in the Integration.json file")
-    return [e for e in entries if e.name in names]
-
-
-def run_entry(ctx: context.Context, entry: config.IntegrationEntry, options: RunOptions, signals: SignalState) -> int:
-    """One entry; a missing integration or a bad command line is that entry's failure, not the others'."""
-    started = time.monotonic()
+def _adopt(ctx: context.Context) -> None:
     try:
-        code = run_integration(ctx, entry, options, signals)
-    except (NotFoundError, UsageError) as exc:
+        ctx.adopt_orphans()
+    except Exception:  # noqa: BLE001 - the wrapper's own runs go on; the log says what failed
+        ctx.log.exception("the runs earlier invocations left could not be taken over")
+
+
+def select_names(ctx, entries: List[config.IntegrationEntry], names: Optional[List[str]], path: str):
+    """The entries --name asks for (all when none), in file order; a name the file does not
+    have is exit 4 for it (the others still run), and nothing selected is exit 4 alone."""
+    if not names:
+        return entries, V.EXIT_OK
+    known = [e.name for e in entries]
+    missing = [n for n in names if n not in known]
+    selected = [e for e in entries if e.name in names]
+    if missing:
+        message = (f"--name {', '.join(repr(n) for n in missing)}: no such IntegrationName in {path} "
+                   f"(it has: {', '.join(repr(k) for k in known)})")
+        if not selected:
+            raise NotFoundError(message)
+        ctx.log.error(message)
+        ctx.console.error(message)
+    return selected, V.EXIT_NOT_FOUND if missing else V.EXIT_OK
+
+
+def look_up(ctx: context.Context, entries) -> Dict[str, Union[Integration, HubError]]:
+    """Every selected entry's Integration, looked up together (a few at once). Credentials
+    refused or OneVizion unreachable stops everything before any child starts (exit 3)."""
+    s = ctx.schema.integration
+    fields = [s.name, s.enabled, s.control_process, s.read_from_stdout]
+
+    def one(entry) -> Union[Integration, HubError]:
+        from hub.api import exact
+        try:
+            rows = ctx.lookup(ctx.api.find, s.trackor_type, {s.name: exact(entry.name)}, fields)
+        except HubError as exc:
+            if exc.exit_code == V.EXIT_USAGE:
+                exc = UsageError(f"{exc.message} (check the 'integration' section of the schema mapping: trackor "
+                                 f"type {s.trackor_type}, fields {', '.join(fields)})")
+            return exc
+        rows = [r for r in rows if field_value(r, s.name) == entry.name]
+        if not rows:
+            return NotFoundError(f"no Integration named {entry.name!r} in OneVizion ({s.trackor_type}.{s.name})")
+        if len(rows) > 1:
+            ctx.log.warning("%d Integrations named %r; using %s", len(rows), entry.name, rows[0]["TRACKOR_KEY"])
+        row = rows[0]
+        return Integration(key=row["TRACKOR_KEY"], trackor_id=row["TRACKOR_ID"], name=entry.name,
+                           enabled=checkbox(field_value(row, s.enabled)),
+                           control_process=field_value(row, s.control_process) or "",
+                           read_stdout=checkbox(field_value(row, s.read_from_stdout)))
+
+    with ThreadPoolExecutor(max_workers=min(LOOKUPS_AT_ONCE, max(1, len(entries))) + 2) as pool:
+        mapping = [pool.submit(check_mapping, ctx, section) for section in ("run", "log")]
+        results = dict(zip((e.name for e in entries), pool.map(one, entries)))
+        problems = [future.result() for future in mapping]
+    for result in list(results.values()) + problems:
+        if isinstance(result, HubError) and result.exit_code == V.EXIT_UNREACHABLE:
+            raise result   # no child starts when OneVizion cannot be reached or refuses us
+    for problem in problems:
+        if problem is not None:
+            raise problem  # a run whose records could never be delivered: nothing runs
+    return results
+
+
+def check_mapping(ctx: context.Context, section: str) -> Optional[HubError]:
+    """A read of the Run or Log trackor type with every mapped field, matching nothing: a type
+    or field this installation lacks is a 404 now, before any child runs, instead of a refused
+    create later. (Drop-down values and field types are --check's to tell.)"""
+    from hub.api import exact
+    part = getattr(ctx.schema, section)
+    names = {"run": ("status", "start", "finish", "file"),
+             "log": ("date_time", "message_type", "message", "description", "file")}[section]
+    fields = [getattr(part, name) for name in names]
+    try:
+        ctx.lookup(ctx.api.find, part.trackor_type, {"TRACKOR_KEY": exact("hub-mapping-check")}, fields, per_page=1)
+    except HubError as exc:
+        if exc.exit_code == V.EXIT_USAGE:
+            return UsageError(f"{exc.message} (check the '{section}' section of the schema mapping: trackor type "
+                              f"{part.trackor_type}, fields {', '.join(fields)}; --check tells what this "
+                              f"installation lacks)")
+        return exc
+    return None
+
+
+def select_control_process(ctx, entries, found, control_process: Optional[str]):
+    if control_process is None:
+        return entries
+    selected = [e for e in entries if not isinstance(found[e.name], Integration)
+                or found[e.name].control_process == control_process]
+    if not any(isinstance(found[e.name], Integration) for e in selected):
+        present = sorted({f.control_process for f in found.values() if isinstance(f, Integration)})
+        raise NotFoundError(f"--control-process {control_process!r}: no integration of the selected entries has "
+                            f"that Control Process (theirs: {', '.join(repr(p) for p in present) or 'none'})")
+    for entry in entries:
+        if entry not in selected:
+            ctx.log.info("%s: control process %r is not %r; skipped", entry.name, found[entry.name].control_process,
+                         control_process)
+    return selected
+
+
+def run_entry(ctx, entry, found, options: RunOptions, signals: SignalState, reports: List[RunReport]) -> int:
+    """One entry; a missing integration or a bad command line is that entry's failure, not the others'."""
+    if isinstance(found, HubError):
+        ctx.log.error("%s: %s", entry.name, found.message)
+        ctx.console.error(f"{entry.name}: {found.message}")
+        return found.exit_code
+    if not found.enabled:
+        ctx.log.info("%s (%s): Enabled is unchecked; skipped", entry.name, found.key)
+        ctx.console.info(f"{entry.name}: disabled (Enabled unchecked); skipped")
+        return V.EXIT_OK
+    cwd = os.path.abspath(entry.working_dir or os.getcwd())
+    env = dict(os.environ)
+    env.update(entry.environment)
+    try:
+        argv = childmod.build_argv(entry.executable_path, entry.shell, cwd, env)
+    except UsageError as exc:
         ctx.log.error("%s: %s", entry.name, exc.message)
-        print(f"error: {entry.name}: {exc.message}", file=sys.stderr)
+        ctx.console.error(f"{entry.name}: {exc.message}")
         return exc.exit_code
-    ctx.log.info("%s: exit code %d after %.1f s", entry.name, code, time.monotonic() - started)
+    report = supervise(ctx, entry, found, argv, cwd, env, options, signals)
+    if report is None:
+        return V.EXIT_OK
+    reports.append(report)
+    ctx.console.info(f"{entry.name}: run {report.run_key}: the child ended ({report.problem or 'exit code 0'}) "
+                     f"after {report.ended - report.started:.1f} s")
+    return V.EXIT_OK
+
+
+def finish_entry(ctx, report: RunReport) -> int:
+    """The entry's exit code from what the journal holds for its run now, and its last line."""
+    engine = ctx.engine
+    with engine.lock:
+        run = engine.run(report.run_key)
+        refused = run.refused_items()
+        owed_records = run.owed_records() + (1 if run.output_pending() else 0)
+        owed_statuses = sum(1 for step in (run.row.create, run.row.final) if step.owed)
+        delivered, files = run.delivered, run.files_sent
+        blocked = run.blocked()
+    if blocked:
+        refused = [f"{refused[0]} (check the 'run' section of the schema mapping; --check tells what this "
+                   f"installation lacks)"] + refused[1:]
+    result = verdict(report.ok, report.stopped_by, refused, owed_records, owed_statuses,
+                     credentials_refused=engine.halted is not None, blocked=blocked)
+    status_text = ctx.schema.run.ok if report.ok else ctx.schema.run.warnings
+    ctx.log.info("run %s finished: %s; %s", report.run_key, report.problem or "exit code 0",
+                 result.message or "everything delivered")
+    if result.message:
+        line = f"{report.name}: run {report.run_key} ({status_text}): {result.message}"
+        if refused:
+            ctx.console.error(line)
+        else:
+            ctx.console.warning(line)
+    ctx.console.info(f"{report.name}: run {report.run_key}: {status_text}; {delivered} records, {files} files, "
+                     f"{time.monotonic() - report.started:.1f} s; "
+                     + ("nothing owed" if not (owed_records or owed_statuses or refused) else "see above"))
+    return result.exit_code
+
+
+def replay(ctx: context.Context, idle_seconds: float, retry_refused: bool) -> int:
+    """--replay: deliver what the journal owes this installation; say what went and what remains."""
+    adopted = ctx.adopt_orphans(retry_refused=retry_refused)
+    engine = ctx._engine
+    code = V.EXIT_OK
+    delivered = statuses = owed_records = owed_statuses = refused = 0
+    if adopted:
+        total = _owed_now(engine, adopted)
+        watcher = threading.Thread(target=_show_progress, args=(ctx, engine, adopted, total), daemon=True)
+        watcher.start()
+        engine.wait(adopted, idle_seconds)
+        ctx.console.end_progress()
+        with engine.lock:
+            for key in adopted:
+                run = engine.run(key)
+                delivered += run.delivered
+                statuses += 1 if run.row.final.fields and run.row.final.state.name == "DELIVERED" and \
+                    run.final_sent else 0
+                run_refused = run.refused_items()
+                run_records = run.owed_records() + (1 if run.output_pending() else 0)
+                run_statuses = sum(1 for step in (run.row.create, run.row.final) if step.owed)
+                owed_records += run_records
+                owed_statuses += run_statuses
+                refused += len(run_refused)
+                code = max(code, verdict(True, None, run_refused, run_records, run_statuses).exit_code)
+    print(f"replay: delivered {delivered} records and {statuses} final statuses; {owed_records + refused} records "
+          f"and {owed_statuses} statuses remain"
+          + (f" ({refused} refused by OneVizion: see --status; --replay --retry-refused tries them again)"
+             if refused else ""))
+    if engine is not None and engine.halted:
+        code = max(code, V.EXIT_JOURNALED)
     return code
 
 
-def replay_only(ctx: context.Context, seconds: float) -> int:
-    """--replay: deliver the journal, say what went and what remains."""
-    result = context.replay(ctx, seconds, retry_rejected=True)
-    remaining = result["remaining_records"] + result["remaining_statuses"] + result["remaining_rejected"]
-    print(f"replay: delivered {result['records']} records and {result['statuses']} final statuses; "
-          f"{result['remaining_records'] + result['remaining_rejected']} records and "
-          f"{result['remaining_statuses']} statuses remain"
-          + (f" ({result['remaining_rejected']} refused by OneVizion, see the log in {ctx.log_dir})"
-             if result["remaining_rejected"] else ""))
-    return V.EXIT_OK if not remaining else V.EXIT_JOURNALED
+def _owed_now(engine, keys) -> int:
+    with engine.lock:
+        return sum(engine.run(k).owed_records() for k in keys) or 1
+
+
+def _show_progress(ctx, engine, keys, total) -> None:
+    while True:
+        with engine.lock:
+            left = sum(engine.run(k).owed_records() for k in keys)
+            finished = all(engine.run(k).complete() for k in keys)
+        ctx.console.progress(max(0, total - left), total, "replay")
+        if finished:
+            return
+        time.sleep(0.2)
+

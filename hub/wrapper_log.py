@@ -28,6 +28,21 @@ class DailyFileHandler(logging.FileHandler):
     def _path(self) -> str:
         return os.path.join(self.folder, f"hub-{self.day}.log")
 
+    # Set by setup(): called once with what went wrong when the log cannot be written.
+    on_fault = None
+
+    def _open(self):
+        # The log holds run keys and what failed: private to the hub's user, like the journal.
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A log line that cannot be written (a full disk) is not worth a traceback on stderr,
+        which cron would mail once per line: say it once, through on_fault, and go on."""
+        if self.on_fault is not None:
+            fault, self.on_fault = self.on_fault, None
+            fault(f"the hub's log {self.baseFilename} cannot be written")
+
     def emit(self, record: logging.LogRecord) -> None:
         day = time.strftime("%Y-%m-%d", time.localtime(record.created))
         if day != self.day:
@@ -41,9 +56,9 @@ class DailyFileHandler(logging.FileHandler):
         super().emit(record)
 
 
-def setup(folder: str, script: str) -> logging.Logger:
-    """The logger for one invocation of a script, writing to the day's file in `folder`."""
-    os.makedirs(folder, exist_ok=True)
+def setup(folder: str, script: str, on_fault=None) -> logging.Logger:
+    """The logger for one invocation of a script, writing to the day's file in `folder`
+    (which the caller has checked: hub.context.prepare_log_dir)."""
     _drop_old(folder)
     logger = logging.getLogger(f"hub.{script}.{os.getpid()}")
     logger.setLevel(logging.INFO)
@@ -52,6 +67,7 @@ def setup(folder: str, script: str) -> logging.Logger:
         logger.removeHandler(handler)
         handler.close()
     handler = DailyFileHandler(folder)
+    handler.on_fault = on_fault
     handler.setFormatter(logging.Formatter(
         f"%(asctime)s {script}[%(process)d] %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(handler)

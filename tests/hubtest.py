@@ -107,6 +107,13 @@ class Hub:
         finally:
             db.close()
 
+    def journal_holds_output(self) -> bool:
+        """Whether some of a child's output is in the journal: records formed, or raw output in the
+        spool's segment files beside it."""
+        spool = os.path.join(self.log_dir, "spool")
+        segments = any(name.endswith(".seg") for _, _, names in os.walk(spool) for name in names)
+        return segments or self.journal_rows("records") > 0
+
     def hub_log(self) -> str:
         text = ""
         for name in sorted(os.listdir(self.log_dir)) if os.path.isdir(self.log_dir) else []:

@@ -31,7 +31,7 @@ CONTROL = "IntegrationWrapperRunController.py"
     (CONTROL, ["-i", "INT-1", "-t", "stop", "-e", "yes"], ["argument -e/--errors: invalid int value: 'yes'"]),
     (CONTROL, ["-i", "INT-1"], ["the following arguments are required: -t/--action"]),
     (CONTROL, ["-i", "INT-1", "-t", "start", "-e", "1"], ["argument -e/--errors: not allowed with -t start"]),
-    (CONTROL, ["-i", "INT-1", "-t", "stop", "--force"], ["argument --force: not allowed with -t stop"]),
+    (CONTROL, ["-i", "INT-1", "-t", "stop", "--force"], ["argument --force: with -t stop only together with -r/--run-id"]),
     (CONTROL, ["-t", "start"], ["the following arguments are required: -i/--integration-id"]),
 ])
 def test_a_bad_flag_exits_2_naming_it_and_sends_nothing(hub, script, args, parts):

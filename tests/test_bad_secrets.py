@@ -113,20 +113,47 @@ def test_a_bad_passwords_file_names_the_key_not_the_value_through_the_real_scrip
 
 
 def test_a_record_refused_with_an_echoing_body_leaks_no_secret_into_the_log(hub, auth):
-    """OneVizion (or a proxy) answering a refused create with the request echoed back: the hub's
-    log of the refusal masks the credentials."""
-    from hub.api import OneVizion
+    """OneVizion (or a proxy) answering a refused create with the request echoed back: what the
+    hub keeps of the refusal (its message, for the log and --status) masks the credentials.
+    A real HTTP server on loopback that echoes the Authorization header it got."""
+    import http.server
+    import threading
+    from hub.api import CallFailed, OneVizion
     from hub.config import load_passwords
-    from hub.errors import ApiError
-    installation, _ = load_passwords(hub.passwords)
-    api = OneVizion(installation)
-    import requests
-    header = requests.Request("GET", "http://x/", auth=api.session.auth).prepare().headers["Authorization"]
-    response = type("R", (), {"status_code": 400, "headers": {}, "content": b"",
-                              "text": "bad request; you sent Authorization: %s (%s)" % (header, " ".join(auth))})()
-    with pytest.raises(ApiError) as caught:
-        api._answer("POST", "/api/v3/trackor_types/IntegrationLog/trackors", response, True)
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            header = self.headers.get("Authorization") or ""
+            body = ("bad request; you sent Authorization: %s (%s)" % (header, header.split(" ", 1)[-1])).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with open(hub.passwords) as handle:
+            data = json.load(handle)
+        data["installation"]["URL"] = "http://127.0.0.1:%d" % server.server_address[1]
+        with open(hub.passwords, "w") as handle:
+            json.dump(data, handle)
+        installation, _ = load_passwords(hub.passwords)
+        api = OneVizion(installation)
+        header = installation.authorization()
+        with pytest.raises(CallFailed) as caught:
+            api.create("IntegrationLog", {"TRACKOR_KEY": "K-000001"}, [("IntegrationRun", "K")])
+        api.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = caught.value.message + caught.value.answer.describe()
     for secret in auth + [header, header.split()[1]]:
-        assert secret not in caught.value.message and secret not in caught.value.body
-    assert "Authorization: ***" in caught.value.message
-    api.close()
+        assert secret not in text
+    assert "Authorization: ***" in text and caught.value.answer.status == 400

@@ -151,16 +151,18 @@ def test_url_gets_a_scheme_and_loses_trailing_slashes(tmp_path, url, expected):
 def test_basic_auth(tmp_path):
     inst, warnings = load_passwords(write(tmp_path, installation()))
     assert (inst.user_name, inst.password, inst.access_key) == ("jsmith", PASSWORD, None)
-    assert isinstance(inst.auth(), requests.auth.HTTPBasicAuth)
+    # The same header requests' HTTPBasicAuth sends.
+    expected = requests.Request("GET", inst.url, auth=("jsmith", PASSWORD)).prepare().headers["Authorization"]
+    assert inst.authorization() == expected
     assert inst.secrets() == (PASSWORD,)
     assert warnings == []
 
 
 def test_token_auth_sends_bearer_access_colon_secret(tmp_path):
     inst, _ = load_passwords(write(tmp_path, installation(**TOKEN)))
-    assert isinstance(inst.auth(), onevizion.HTTPBearerAuth)
-    request = inst.auth()(requests.Request("GET", inst.url).prepare())
-    assert request.headers["Authorization"] == "Bearer %s:%s" % (ACCESS, SECRET)
+    # The same header the official client's HTTPBearerAuth sends.
+    request = onevizion.HTTPBearerAuth(ACCESS, SECRET)(requests.Request("GET", inst.url).prepare())
+    assert inst.authorization() == request.headers["Authorization"] == "Bearer %s:%s" % (ACCESS, SECRET)
     assert set(inst.secrets()) == {ACCESS, SECRET}
 
 

@@ -64,7 +64,8 @@ def test_an_unknown_integration_exits_4(hub):
                                              ("ERROR", "Error")])
 def test_adding_log_lands_on_the_latest_running_run_with_its_type(hub, given, expected):
     run_key = start(hub, "INT-1").stdout.strip()
-    done = add_log(hub, "INT-1", "-w", given, "-m", "checkpoint reached", "-d", "all 12 files in")
+    # --print-id: the Log ID is printed only on a terminal or when asked (SPEC §6 since the second version).
+    done = add_log(hub, "INT-1", "-w", given, "-m", "checkpoint reached", "-d", "all 12 files in", "--print-id")
     assert done.returncode == 0, done.stderr
     [record] = hub.logs(run_key)
     assert record["TRACKOR_KEY"] == done.stdout.strip() and record["TRACKOR_KEY"].startswith(run_key + "-X")
@@ -181,4 +182,4 @@ def test_a_record_delivered_by_replay_leaves_nothing_in_the_journal(hub):
     replay = hub.script("IntegrationWrapper.py", "--replay")
     assert "delivered 1 records" in replay.stdout
     assert [r["IL_MESSAGE"] for r in hub.logs(run_key)] == ["late"]
-    assert (hub.journal_rows("runs"), hub.journal_rows("lines")) == (0, 0)
+    assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from hub import vocabulary as V
+from hub.uploads import UploadPolicy
 from hub.records import EOF_STREAM, LONG_LINE_HOLD, NOTE_PREFIX, RecordMaker
 
 LIMIT = V.DESCRIPTION_LIMIT
 
 
 def maker(workers=4, read_stdout=True, leftover=None, seq=1, cwd="/"):
-    return RecordMaker(cwd, read_stdout, 10_000_000, workers, leftover or {}, seq)
+    policy = UploadPolicy.build(["/"], cwd, [], "/nonexistent-log", 10_000_000)
+    return RecordMaker(cwd, read_stdout, policy, workers, leftover or {}, seq)
 
 
 def unfold(records):
