@@ -50,7 +50,7 @@ def add_log(ctx: context.Context, args) -> int:
     suffix = f"X{int(now * 1000):x}{secrets.token_hex(2)}"
     target = target_run(ctx, args)
     if target is None:   # OneVizion unreachable and nothing local: the run that is Running now, later
-        ctx.journal.add_loose(args.integration_id, os.environ.get("HUB_RUN_ID"), now, json.dumps(fields), path)
+        ctx.journal.add_loose(args.integration_id, os.environ.get("HUB_RUN_ID"), suffix, now, json.dumps(fields), path)
         ctx.log.warning("record for integration %s kept in the journal: OneVizion cannot be reached to tell its run",
                         args.integration_id)
         ctx.console.warning(f"OneVizion cannot be reached; the record for integration {args.integration_id} waits "

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional
 from hub import cli, config, console as console_mod, vocabulary as V, wrapper_log
 from hub.errors import HubError, UnreachableError, UsageError
 from hub.journal import Conditions, Journal, Owner
-from hub.schema import schema_as_dict
+from hub.schema import field_value, schema_as_dict
 from hub.state import ItemState, Origin, RunProgress
 
 TIMEZONE_CACHE = "timezone.json"
@@ -189,8 +189,13 @@ class Context:
 
     def adopt_orphans(self, retry_refused: bool = False, keys: Optional[List[str]] = None) -> List[str]:
         """Take over every run of this installation whose process is gone, and hand it to the
-        engine: a wrapper's run without a final status is closed as abandoned first."""
+        engine: a wrapper's run without a final status is closed as abandoned first. Records
+        whose run could not be told when they were journaled find it first."""
         from hub import spool as spool_mod
+        if keys is None:
+            keys_found = self.resolve_loose(retry_refused)
+        else:
+            keys_found = []
         adopted = []
         for row in self.journal.runs():
             if keys is not None and row.run_key not in keys:
@@ -219,7 +224,65 @@ class Context:
             self.journal.put_run(row)
             self.engine.add(run)
             adopted.append(row.run_key)
-        return adopted
+        return adopted + [k for k in keys_found if k not in adopted and k in self.engine.runs]
+
+    def resolve_loose(self, retry_refused: bool = False) -> List[str]:
+        """Records journaled while OneVizion could not tell their run (AddingLog without -r): each
+        goes to the run that was Running when it was journaled — $HUB_RUN_ID's run if that belongs
+        to the integration, else the latest run started before it and not finished before it.
+        None: kept as refused (--status shows it). Returns the runs that got records."""
+        import json as json_mod
+        from hub import lookups
+        from hub.api import CallFailed, exact
+        from hub.state import RecordRow, RunRow
+        rows = self.journal.loose()
+        if retry_refused:
+            rows += self.journal.loose(refused=True)
+        found_keys = []
+        s = self.schema
+        for loose in rows:
+            at_text = self.now_text(loose["at"])[:19]
+            try:
+                target = None
+                if loose["hint_run"]:
+                    remote = lookups.run_by_key(self, loose["hint_run"])
+                    if remote is not None and remote.integration_key == loose["integration_key"]:
+                        target = remote
+                if target is None:
+                    runs = self.api.find(s.run.trackor_type,
+                                         {f"{s.integration.trackor_type}.TRACKOR_KEY": exact(loose["integration_key"])},
+                                         [s.run.start, s.run.finish], sort=f"{s.run.start}:desc", per_page=50)
+                    for run in runs:
+                        start = str(field_value(run, s.run.start) or "")[:19]
+                        finish = str(field_value(run, s.run.finish) or "")[:19]
+                        if start and start <= at_text and (not finish or finish >= at_text):
+                            target = lookups.RemoteRun(run["TRACKOR_KEY"], run["TRACKOR_ID"], None,
+                                                       loose["integration_key"])
+                            break
+            except CallFailed as failed:
+                self.log.warning("a journaled record of integration %s still waits for its run: %s",
+                                 loose["integration_key"], failed.answer.describe())
+                continue
+            if target is None:
+                why = f"no run of integration {loose['integration_key']} was Running at {at_text}"
+                self.journal.refuse_loose(loose["id"], why)
+                self.log.error("a journaled record is kept as refused: %s", why)
+                continue
+            fields = json_mod.loads(loose["fields"])
+            log_key = f"{target.key}-{loose['log_suffix']}"
+            fields["TRACKOR_KEY"] = log_key
+            record = RecordRow(log_key, target.key, json_mod.dumps(fields), "helper", file_path=loose["file_path"],
+                               created_at=loose["at"])
+            known = RunRow(run_key=target.key, installation=self.installation.identity(),
+                           integration_key=loose["integration_key"], origin=Origin.KNOWN, settings=self.settings(),
+                           started_at=loose["at"], owner=None, last_activity=loose["at"],
+                           trackor_id=target.trackor_id)
+            if self.journal.resolve_loose(loose["id"], record, known):
+                found_keys.append(target.key)
+                self.log.info("a journaled record found its run %s", target.key)
+        if found_keys:
+            self.adopt_orphans(keys=found_keys)
+        return found_keys
 
     def close(self) -> None:
         for closer in reversed(self.closers):

@@ -81,6 +81,7 @@ CREATE TABLE IF NOT EXISTS loose(
   installation TEXT NOT NULL,
   integration_key TEXT NOT NULL,
   hint_run TEXT,
+  log_suffix TEXT NOT NULL,
   at REAL NOT NULL,
   fields TEXT NOT NULL,
   file_path TEXT,
@@ -550,19 +551,25 @@ class Journal:
                 raise
             return _run_row(dict(zip(names, found))) if found is not None else None
 
-    def add_loose(self, integration_key: str, hint_run: Optional[str], at: float, fields_json: str,
-                  file_path: Optional[str]) -> int:
+    def add_loose(self, integration_key: str, hint_run: Optional[str], log_suffix: str, at: float,
+                  fields_json: str, file_path: Optional[str]) -> int:
         """A record whose run could not be told (OneVizion unreachable, no -r): it goes to the run
         that was Running at `at`, found when it is delivered."""
         with self.lock:
             if self.db is None or self.queue:
                 raise sqlite3.OperationalError(self.condition or "the journal cannot be written")
-            return self.db.execute("INSERT INTO loose(installation, integration_key, hint_run, at, fields, file_path,"
-                                   " state) VALUES(?,?,?,?,?,?,0)", (self.installation, integration_key, hint_run,
-                                                                     at, fields_json, file_path)).lastrowid
+            return self.db.execute("INSERT INTO loose(installation, integration_key, hint_run, log_suffix, at, fields,"
+                                   " file_path, state) VALUES(?,?,?,?,?,?,?,0)",
+                                   (self.installation, integration_key, hint_run, log_suffix, at, fields_json,
+                                    file_path)).lastrowid
 
-    def loose(self) -> List[Dict[str, Any]]:
-        return self._rows("SELECT * FROM loose WHERE installation=? AND state=0 ORDER BY id", (self.installation,))
+    def loose(self, refused: bool = False) -> List[Dict[str, Any]]:
+        """Records whose run is still to be told (or, `refused`, that found none)."""
+        return self._rows("SELECT * FROM loose WHERE installation=? AND state=? ORDER BY id",
+                          (self.installation, 3 if refused else 0))
+
+    def drop_loose(self, loose_id: int) -> None:
+        self._submit(_Op([("DELETE FROM loose WHERE id=?", (loose_id,))]))
 
     def resolve_loose(self, loose_id: int, record: RecordRow, known: RunRow) -> bool:
         """A loose record found its run: it becomes that run's record, once (False when another

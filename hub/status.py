@@ -48,8 +48,16 @@ def show(ctx: Context) -> int:
         print(f"    owed: {', '.join(items) if items else 'nothing'}")
         for what, answer in refusals:
             print(f"    refused: {what}: {answer}")
+    for loose in journal.loose():
+        owed_any = True
+        print(f"a record for integration {loose['integration_key']} journaled {_age(now - loose['at'])} ago, "
+              f"waiting for OneVizion to tell its run")
+    for loose in journal.loose(refused=True):
+        refused_any = True
+        print(f"a record for integration {loose['integration_key']} (suffix {loose['log_suffix']}) is refused: "
+              f"{loose['answer']}")
     others = journal.other_installations()
-    if not runs:
+    if not runs and not owed_any and not refused_any:
         print("the journal owes this installation nothing")
     if others:
         print(f"{others} run{'s' if others != 1 else ''} in this journal belong{'s' if others == 1 else ''} to other "
