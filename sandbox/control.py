@@ -2,6 +2,9 @@
 
     GET|POST|DELETE /_sandbox/faults        current settings | change some | clear all
     GET|DELETE      /_sandbox/stats         API request counts by kind | reset them
+    GET|POST|DELETE /_sandbox/rules         answer rules (sandbox.rules) with their remaining times |
+                                            add one (an object) or several (a list), 201 | clear all
+    DELETE          /_sandbox/rules/N       remove rule N (404 when there is none)
     GET             /_sandbox/trackors/T    every trackor of type T, all fields, parent, _created_at
                                             (?parent_id=N narrows to one parent's children)
     GET|POST        /_sandbox/trackor_types the schema | add a type (or fields to one):
@@ -33,6 +36,8 @@ def handle(server, method: str, path: str, query: dict, body: bytes) -> Response
         elif method != "GET":
             raise SandboxError(405, "GET or DELETE")
         return json_response(server.stats.snapshot())
+    if name == "rules":
+        return _rules(server.rules, method, parts[1:], body)
     if name == "trackors" and len(parts) == 2 and method == "GET":
         parent = query.get("parent_id", [None])[-1]
         return json_response(server.store.dump(parts[1], int(parent) if parent else None))
@@ -56,6 +61,22 @@ def _faults(faults, method, body):
     elif method != "GET":
         raise SandboxError(405, "GET, POST or DELETE")
     return json_response(faults.settings())
+
+
+def _rules(rules, method, rest, body):
+    if rest:
+        if method != "DELETE" or len(rest) != 1 or not rest[0].isdigit():
+            raise SandboxError(405, "DELETE /_sandbox/rules/N removes rule N")
+        if not rules.remove(int(rest[0])):
+            raise not_found("No rule %s" % rest[0])
+        return json_response(rules.describe())
+    if method == "POST":
+        return json_response(rules.add(_json(body)), status=201)
+    if method == "DELETE":
+        rules.clear()
+    elif method != "GET":
+        raise SandboxError(405, "GET, POST or DELETE")
+    return json_response(rules.describe())
 
 
 def _add_type(store, spec):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hmac
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -26,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import sandbox
-from sandbox import api, control, faults as faults_mod, page
+from sandbox import api, control, faults as faults_mod, page, rules as rules_mod
 from sandbox.schema import SandboxError
 from sandbox.store import Store
 
@@ -34,8 +35,15 @@ MAX_BODY = 20 * 1024 * 1024
 DRAIN_LIMIT = 256 * 1024 * 1024  # past this a too-large body is not even read: the connection closes
 
 
+_AUTH_HEADERS = {"WWW-Authenticate": 'Basic realm="OneVizion sandbox"'}
+
+
 class _Dropped(Exception):
     """Close the connection without an answer."""
+
+
+class _Reset(Exception):
+    """Reset the connection (TCP RST) without an answer."""
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -46,6 +54,7 @@ class SandboxServer(ThreadingHTTPServer):
     def __init__(self, address, store, faults, credentials, verbose=False):
         super().__init__(address, Handler)
         self.store, self.faults, self.stats = store, faults, faults_mod.Stats()
+        self.rules, self.stopping = rules_mod.Rules(), threading.Event()
         self.credentials, self.verbose = credentials, verbose
         self.connections, self.connections_lock = set(), threading.Lock()
 
@@ -92,7 +101,7 @@ class Handler(BaseHTTPRequestHandler):
         path, query = split.path, parse_qs(split.query, keep_blank_values=True)
         try:
             if path.startswith("/api/"):
-                self._api(path, query)
+                self._api(path, query, split.query)
             elif path == "/_sandbox" or path.startswith("/_sandbox/"):
                 body = self.read_body()
                 self.send_response_obj(control.handle(self.server, self.command, path, query, body))
@@ -103,15 +112,25 @@ class Handler(BaseHTTPRequestHandler):
                 raise SandboxError(404, "Not found: %s" % path)
         except _Dropped:
             self.close_connection = True
+        except _Reset:
+            self._reset()
         except SandboxError as error:
             self.send_error_text(error.status, error.message)
         except Exception as error:  # a sandbox bug must still answer, and say what it was
             traceback.print_exc()
             self.send_error_text(500, "Internal sandbox error: %r" % (error,))
 
-    def _api(self, path, query):
-        stats, faults = self.server.stats, self.server.faults
+    def _api(self, path, query, query_string):
+        stats, faults, rules = self.server.stats, self.server.faults, self.server.rules
         stats.count("total")
+        body = None
+        if rules:  # a rule may look at the body, so it is read before anything else
+            body = self.read_body()
+            rule = rules.take(self.command, path, query_string, body)
+            if rule is not None:
+                stats.count("ruled")
+                self._ruled(rule, path, query, body)
+                return
         if faults.is_down():
             stats.count("faulted")
             raise _Dropped()
@@ -124,25 +143,73 @@ class Handler(BaseHTTPRequestHandler):
             raise _Dropped()
         if decision == faults_mod.ERROR:
             stats.count("faulted")
-            self.read_body()
+            if body is None:
+                self.read_body()
             status = faults.settings()["error_status"]
             raise SandboxError(status, "Service unavailable (sandbox fault)" if status == 503
                                else "Internal server error (sandbox fault)")
-        body = self.read_body()
-        kind, handler, args, public = api.route(self.command, path)
-        try:
-            if not public and not self._authorized():
-                stats.count("auth_failed")
-                raise SandboxError(401, "Authorization failed")
-            stats.count(kind)
-            response = handler(self.server.store, api.Request(self.command, path, query, self.headers,
-                                                              body), *args)
-        except SandboxError as error:
-            response = api.Response(error.status, error.message.encode("utf-8"))
+        response = self._process(path, query, self.read_body() if body is None else body)
         if decision == faults_mod.DROP_AFTER:
             stats.count("faulted")
             raise _Dropped()
         self.send_response_obj(response)
+
+    def _process(self, path, query, body):
+        """Route, authorize and run one API request; its Response (errors included), counted."""
+        stats = self.server.stats
+        try:
+            kind, handler, args, public = api.route(self.command, path)
+            if not public and not self._authorized():
+                stats.count("auth_failed")
+                raise SandboxError(401, self._auth_failure())
+            stats.count(kind)
+            return handler(self.server.store, api.Request(self.command, path, query, self.headers, body),
+                           *args)
+        except SandboxError as error:
+            return api.Response(error.status, error.message.encode("utf-8"),
+                                headers=_AUTH_HEADERS if error.status == 401 else None)
+
+    def _ruled(self, rule, path, query, body):
+        """Answer with a rule (sandbox.rules), after processing the request for real if it says so."""
+        if rule.after_commit:
+            self._process(path, query, body)
+        if rule.delay_ms and self.server.stopping.wait(rule.delay_ms / 1000.0):
+            raise _Dropped()
+        if rule.drop:
+            raise _Dropped()
+        if rule.reset:
+            raise _Reset()
+        if rule.closes or self.close_connection:
+            self.close_connection = True
+        extra = [("Server", self.version_string()), ("Date", self.date_time_string())]
+        if self.close_connection:
+            extra.append(("Connection", "close"))
+        self.log_request(rule.status)
+        try:
+            rules_mod.write_answer(self.wfile.write, rule, rule.head(self.protocol_version, extra),
+                                   self.command != "HEAD", self.server.stopping)
+        except OSError:
+            self.close_connection = True
+
+    def _reset(self):
+        # SO_LINGER 0 turns the close into a reset; the socket is closed here, before the server's
+        # own shutdown(SHUT_WR) could send an orderly FIN first.
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()
+            self.connection.close()
+        except OSError:
+            pass
+
+    def _auth_failure(self) -> str:
+        """Why the credentials were refused (never echoing them), as the 401 body says it."""
+        scheme = (self.headers.get("Authorization") or "").partition(" ")[0].lower()
+        if scheme == "basic":
+            return "Authorization failed: wrong user name or password"
+        if scheme == "bearer":
+            return "Authorization failed: wrong access key or secret key"
+        return "Authorization failed: no credentials (Basic or Bearer) given"
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization") or ""
@@ -204,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
             self.rfile.readline(1024)
 
     def send_error_text(self, status: int, message: str):
-        headers = {"WWW-Authenticate": 'Basic realm="OneVizion sandbox"'} if status == 401 else None
+        headers = _AUTH_HEADERS if status == 401 else None
         self.send(status, message.encode("utf-8"), "text/plain;charset=UTF-8", headers)
 
     def send_response_obj(self, response):
@@ -258,7 +325,18 @@ class SandboxHandle:
     def reset(self):
         self.store.reset()
 
+    def add_rule(self, **rule) -> dict:
+        """Add an answer rule (keys of sandbox.rules); its description, with ``id``."""
+        return self.server.rules.add(rule)[0]
+
+    def rules(self) -> list:
+        return self.server.rules.describe()
+
+    def clear_rules(self):
+        self.server.rules.clear()
+
     def stop(self):
+        self.server.stopping.set()
         self.server.shutdown()
         self.server.close_connections()
         self.server.server_close()
