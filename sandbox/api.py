@@ -6,7 +6,7 @@ SandboxError, which the server turns into text/plain answers.
 
 Choices where onevizion-api.md says "unknown": a duplicate TRACKOR_KEY is 400; update or delete by
 filter matching nothing is 404, and without any filter 400; a parent filter matching several
-trackors is 400; deleting a trackor deletes its descendants; the JSON endpoints require a JSON
+trackors picks the oldest (sandbox.writes); deleting a trackor deletes its descendants; the JSON endpoints require a JSON
 Content-Type (else 415); ``view=`` and ``filter=`` (saved views and filters) are not supported (400);
 a create body with properties other than "fields" and "parents" is 400 (flat fields are a mistake
 there). Filter matching rules are in sandbox.query, value rules in sandbox.schema.

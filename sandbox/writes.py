@@ -3,6 +3,13 @@
 A mixin of sandbox.store.Store (kept apart only to keep modules short): it uses the Store's ``db``,
 ``lock``, ``chain``, ``_transaction``, ``_select`` and ``_type_of``. Each public method is one
 transaction under the store's lock, so a failed check leaves nothing half-written.
+
+Parents (of a create, or of an update by filter) are found by their ``filter`` exactly as a read
+filters (sandbox.query): a double-quoted value is an exact match, an unquoted one a case-insensitive
+"contains". When the filter matches several trackors, the first by TRACKOR_ID (the oldest) is the
+parent, without a word: so an unquoted key ``7`` silently lands under ``17`` when ``17`` is older or
+``7`` does not exist -- the quiet misfiling a real installation plausibly does, which is what a
+client that forgets the quotes must be caught at.
 """
 
 from __future__ import annotations
@@ -55,13 +62,12 @@ class WritesMixin:
         flt = parents[0].get("filter")
         if not isinstance(flt, dict) or not flt:
             raise bad("A parent needs a non-empty 'filter' object")
-        # Parent filters in a JSON body match exactly, quoted or not.
-        filters = [(k, query.exact(_filter_text(v))) for k, v in flt.items()]
-        rows, _ = self._select(chain[1:], filters, [], None, 1, 2)
+        # Parent filters follow the read filters (sandbox.query): a quoted value is exact, an
+        # unquoted one a "contains", so an unquoted key 7 also finds 17.
+        filters = [(k, _filter_text(v)) for k, v in flt.items()]
+        rows, _ = self._select(chain[1:], filters, [], None, 1, 1)
         if not rows:
             raise not_found("Parent %s not found: %s" % (wanted, json.dumps(flt)))
-        if len(rows) > 1:
-            raise bad("Parent filter matches several %s trackors" % wanted)
         return rows[0]["TRACKOR_ID"]
 
     def _write(self, ttype, trackor_id, fields):
