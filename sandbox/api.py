@@ -19,7 +19,7 @@ import mimetypes
 import re
 from urllib.parse import quote, unquote
 
-from sandbox import VERSION, multipart
+from sandbox import VERSION, metadata, multipart
 from sandbox.schema import SandboxError, bad, not_found
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -67,10 +67,6 @@ def json_response(data, status=200, headers=None) -> Response:
 
 def server_info(store, request):
     return json_response({"version": VERSION})
-
-
-def authorize(store, request):
-    return json_response({"authorized": True})
 
 
 def read(store, request, type_name):
@@ -163,7 +159,14 @@ def file_response(file_name, data) -> Response:
 # (method, pattern, kind, handler, public)
 ROUTES = [
     ("GET", r"/api/v3/server_info", "info", server_info, True),
-    ("GET", r"/api/(?:v3/)?authorize", "info", authorize, False),
+    ("GET", r"/api/(?:v3/)?authorize", "info", metadata.authorize, False),
+    ("GET", r"/api/v3/schema/trackor_types", "schema", metadata.schema_trackor_types, False),
+    ("GET", r"/api/v3/schema/fields", "schema", metadata.schema_fields, False),
+    ("GET", r"/api/v3/trackor_types", "schema", metadata.trackor_types, False),
+    ("GET", r"/api/v3/trackor_types/([^/]+)", "schema", metadata.trackor_type, False),
+    ("GET", r"/api/v3/trackor_types/([^/]+)/parents", "schema", metadata.parents, False),
+    ("GET", r"/api/v3/trackor_types/([^/]+)/children", "schema", metadata.children, False),
+    ("GET", r"/api/v3/params/system/([^/]+)", "schema", metadata.system_param, False),
     ("GET", r"/api/v3/trackor_types/([^/]+)/trackors", "read", read, False),
     ("POST", r"/api/v3/trackor_types/([^/]+)/trackors", "create", create, False),
     ("PUT", r"/api/v3/trackor_types/([^/]+)/trackors", "update", update_where, False),

@@ -8,9 +8,12 @@
     GET             /_sandbox/trackors/T    every trackor of type T, all fields, parent, _created_at
                                             (?parent_id=N narrows to one parent's children)
     GET|POST        /_sandbox/trackor_types the schema | add a type (or fields to one):
-                    {"name": "MyRun", "parent": "MyIntegration",
-                     "fields": {"MR_STATE": {"type": "dropdown", "values": ["A", "B"]}, ...}}
-    POST            /_sandbox/reset         wipe the data and seed again
+                    {"name": "MyRun", "parent": "MyIntegration", "label": "My Run",
+                     "fields": {"MR_STATE": {"type": "Drop-Down", "values": ["A", "B"],
+                                             "label": "State", "required": true}, ...}}
+    GET|POST|DELETE /_sandbox/schema        schema settings (sandbox.variants) | change the keys given
+                                            (the others stay) | clear them all
+    POST            /_sandbox/reset         wipe the data and seed again (schema settings stay)
     GET             /_sandbox/health        {"ok": true}
 """
 
@@ -45,6 +48,14 @@ def handle(server, method: str, path: str, query: dict, body: bytes) -> Response
         if method == "POST":
             return json_response(_add_type(server.store, _json(body)).describe(), status=201)
         return json_response(server.store.describe())
+    if name == "schema" and len(parts) == 1:
+        if method == "POST":
+            return json_response(server.store.set_variant(_json(body)))
+        if method == "DELETE":
+            return json_response(server.store.clear_variant())
+        if method != "GET":
+            raise SandboxError(405, "GET, POST or DELETE")
+        return json_response(server.store.variant.settings())
     if name == "reset" and method == "POST":
         server.store.reset()
         return json_response({"reset": True})
@@ -82,8 +93,11 @@ def _rules(rules, method, rest, body):
 def _add_type(store, spec):
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise bad("Expected {\"name\": ..., \"parent\": ..., \"fields\": {...}}")
+    unknown = set(spec) - {"name", "parent", "fields", "label", "prefix"}
+    if unknown:
+        raise bad("Unknown key(s) in a trackor type: %s" % ", ".join(sorted(map(str, unknown))))
     fields = schema.parse_fields_spec(spec.get("fields") or {})
-    return store.add_type(spec["name"], spec.get("parent"), fields)
+    return store.add_type(spec["name"], spec.get("parent"), fields, spec.get("label"), spec.get("prefix"))
 
 
 def _json(body: bytes):

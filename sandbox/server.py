@@ -9,9 +9,14 @@ Paths: /api/... (see api.py; faults apply here only), /_sandbox/... (control.py)
 
 In-process use (tests, benchmark)::
 
-    handle = start_in_thread(db=":memory:", port=0)
+    handle = start_in_thread(db=":memory:", port=0, drop_fields=["IL_FILE"])
     requests.get(handle.url + "/api/v3/server_info")
-    handle.set_faults(error_rate=1.0, error_status=503); handle.stats(); handle.stop()
+    handle.set_faults(error_rate=1.0, error_status=503); handle.stats()
+    handle.add_rule(method="POST", path="IntegrationLog", status=429, headers={"Retry-After": "2"})
+    handle.set_schema(autogen_keys=["IntegrationRun"]); handle.stop()
+
+Per /api/ request: the answer rules first (sandbox.rules; a matching rule answers, the faults do
+not apply), then the faults (sandbox.faults), then the API.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import sandbox
-from sandbox import api, control, faults as faults_mod, page, rules as rules_mod
+from sandbox import api, control, faults as faults_mod, page, rules as rules_mod, variants
 from sandbox.schema import SandboxError
 from sandbox.store import Store
 
@@ -318,9 +323,16 @@ class SandboxHandle:
         """Every trackor of a type, as GET /_sandbox/trackors/{type} returns them."""
         return self.store.dump(type_name, parent_id)
 
-    def add_trackor_type(self, name: str, parent=None, fields=None):
+    def add_trackor_type(self, name: str, parent=None, fields=None, label=None, prefix=None):
         from sandbox.schema import parse_fields_spec
-        return self.store.add_type(name, parent, parse_fields_spec(fields or {})).describe()
+        return self.store.add_type(name, parent, parse_fields_spec(fields or {}), label, prefix).describe()
+
+    def set_schema(self, **settings) -> dict:
+        """Change schema settings at run time (sandbox.variants keys); the settings in force."""
+        return self.store.set_variant(settings)
+
+    def clear_schema(self) -> dict:
+        return self.store.clear_variant()
 
     def reset(self):
         self.store.reset()
@@ -351,23 +363,41 @@ class SandboxHandle:
 
 
 def make_server(db=":memory:", host="127.0.0.1", port=0, integrations_path=sandbox.INTEGRATIONS_EXAMPLE,
-                passwords_path=sandbox.PASSWORDS_EXAMPLE, verbose=False, **fault_settings):
-    """A bound SandboxServer, its store seeded; ``fault_settings`` are sandbox.faults knobs."""
-    store = Store(db, integrations_path)
-    faults = faults_mod.Faults(**{k: v for k, v in fault_settings.items() if v is not None})
+                passwords_path=sandbox.PASSWORDS_EXAMPLE, verbose=False, **settings):
+    """A bound SandboxServer, its store seeded. ``settings`` are sandbox.faults knobs (latency_ms,
+    error_rate, ...) and sandbox.variants schema settings (drop_fields, field_types, drop_values,
+    mandatory_fields, autogen_keys, labels, field_lengths, timezone); None means not set."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    schema_settings = {k: given.pop(k) for k in variants.KEYS if k in given}
+    faults = faults_mod.Faults(**given)
+    store = Store(db, integrations_path, schema_settings)
     user, password = sandbox.load_credentials(passwords_path)
     credentials = (user, password, sandbox.ACCESS_KEY, sandbox.SECRET_KEY)
-    return SandboxServer((host, port), store, faults, credentials, verbose)
+    try:
+        return SandboxServer((host, port), store, faults, credentials, verbose)
+    except BaseException:
+        store.close()
+        raise
 
 
 def start_in_thread(db=":memory:", host="127.0.0.1", port=0, integrations_path=sandbox.INTEGRATIONS_EXAMPLE,
                     latency_ms=0, error_rate=0.0, error_status=500, drop_rate=0.0,
                     drop_after_commit=False, seed=None, passwords_path=sandbox.PASSWORDS_EXAMPLE,
-                    verbose=False) -> SandboxHandle:
-    """Start a sandbox serving in a daemon thread; returns once it accepts connections."""
+                    verbose=False, drop_fields=None, field_types=None, drop_values=None,
+                    mandatory_fields=None, autogen_keys=None, labels=None, field_lengths=None,
+                    timezone=None) -> SandboxHandle:
+    """Start a sandbox serving in a daemon thread; returns once it accepts connections.
+
+    The schema settings (drop_fields ... timezone) make a sandbox whose schema is wrong in chosen
+    ways; see sandbox.variants. Example: ``start_in_thread(drop_fields=["IL_FILE"],
+    autogen_keys=["IntegrationRun"], timezone="Europe/Berlin")``.
+    """
     server = make_server(db, host, port, integrations_path, passwords_path, verbose,
                          latency_ms=latency_ms, error_rate=error_rate, error_status=error_status,
-                         drop_rate=drop_rate, drop_after_commit=drop_after_commit, seed=seed)
+                         drop_rate=drop_rate, drop_after_commit=drop_after_commit, seed=seed,
+                         drop_fields=drop_fields, field_types=field_types, drop_values=drop_values,
+                         mandatory_fields=mandatory_fields, autogen_keys=autogen_keys, labels=labels,
+                         field_lengths=field_lengths, timezone=timezone)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="sandbox-%d" % server.server_address[1], daemon=True)
     thread.start()
