@@ -17,6 +17,10 @@ from sandbox.schema import SandboxError
 
 
 def parse_args(argv):
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
@@ -50,7 +54,7 @@ def parse_args(argv):
                        help="most characters of a Text or Memo field, e.g. IL_MESSAGE=100")
     wrong.add_argument("--timezone", metavar="ZONE",
                        help="the installation's PrimaryTimezone (default %s)" % variants.DEFAULT_TIMEZONE)
-    return parser.parse_args(argv)
+    return parser
 
 
 def schema_settings(args) -> dict:
