@@ -163,9 +163,10 @@ class Rule:
         """The rule as given, with its id, ``remaining`` times (null: until removed), ``matched``."""
         return dict(self.spec, id=self.id, remaining=self.remaining, matched=self.matched)
 
-    def head(self, reason_version="HTTP/1.1", extra_headers=()) -> bytes:
-        """Status line and headers of the answer, ending with the blank line."""
-        lines = ["%s %d %s" % (reason_version, self.status, REASONS.get(self.status, "Unknown"))]
+    def head(self, protocol="HTTP/1.1", extra_headers=()) -> bytes:
+        """Status line and headers of the answer, ending with the blank line; ``extra_headers``
+        (Server, Date, ...) unless the rule gives its own of the same name."""
+        lines = ["%s %d %s" % (protocol, self.status, REASONS.get(self.status, "Unknown"))]
         given = {name.lower() for name, _ in self.headers}
         for name, value in extra_headers:
             if name.lower() not in given:

@@ -1,10 +1,10 @@
-"""HTTP plumbing of the sandbox: the request handler, auth, fault application, and start/stop.
+"""HTTP plumbing of the sandbox: the request handler, auth, answer rules and faults, start/stop.
 
 HTTP/1.1 with keep-alive and exact Content-Length, so a requests.Session reuses its connection;
 TCP_NODELAY and one write per response, so small answers are not held back by Nagle's algorithm
 meeting the client's delayed ACK (that costs 40 ms a request otherwise). One thread per connection.
 
-Paths: /api/... (see api.py; faults apply here only), /_sandbox/... (control.py), / and /ui/...
+Paths: /api/... (see api.py; rules and faults apply here only), /_sandbox/... (control.py), / and /ui/...
 (page.py, which answers through ``handler.send``).
 
 In-process use (tests, benchmark)::
@@ -184,16 +184,16 @@ class Handler(BaseHTTPRequestHandler):
             raise _Dropped()
         if rule.reset:
             raise _Reset()
-        if rule.closes or self.close_connection:
-            self.close_connection = True
         extra = [("Server", self.version_string()), ("Date", self.date_time_string())]
-        if self.close_connection:
+        if self.close_connection:  # the client asked for it; a body cut short does not say so
             extra.append(("Connection", "close"))
         self.log_request(rule.status)
         try:
             rules_mod.write_answer(self.wfile.write, rule, rule.head(self.protocol_version, extra),
                                    self.command != "HEAD", self.server.stopping)
         except OSError:
+            self.close_connection = True
+        if rule.closes:
             self.close_connection = True
 
     def _reset(self):
