@@ -8,10 +8,14 @@ Layout:
     query.py      field references, filters and sort turned into SQL
     store.py      the SQLite store: schema, seed, reads, files, control dumps, page data
     writes.py     the store's create / update / delete (a mixin of store.Store)
+    variants.py   a schema wrong in chosen ways (dropped fields, other types, mandatory fields,
+                  generated keys, ...) and the time zone, served over the configured schema
     faults.py     injected faults (latency, errors, drops, downtime) and request counters
+    rules.py      answers on demand: rules that replace the answer to matching requests
     multipart.py  multipart/form-data parsing for file uploads
-    api.py        the /api/... routes; control.py the /_sandbox/... routes
-    server.py     HTTP plumbing, auth, fault application, start_in_thread
+    api.py        the /api/... routes; metadata.py the schema and system endpoints;
+                  control.py the /_sandbox/... routes
+    server.py     HTTP plumbing, auth, rules and faults applied, start_in_thread
     page.py       the web page (GET / and /ui/...)
 
 Credentials: the user name and password come from the repository's Passwords.example.json, so the

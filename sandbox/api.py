@@ -6,7 +6,7 @@ SandboxError, which the server turns into text/plain answers.
 
 Choices where onevizion-api.md says "unknown": a duplicate TRACKOR_KEY is 400; update or delete by
 filter matching nothing is 404, and without any filter 400; a parent filter matching several
-trackors is 400; deleting a trackor deletes its descendants; the JSON endpoints require a JSON
+trackors picks the oldest (sandbox.writes); deleting a trackor deletes its descendants; the JSON endpoints require a JSON
 Content-Type (else 415); ``view=`` and ``filter=`` (saved views and filters) are not supported (400);
 a create body with properties other than "fields" and "parents" is 400 (flat fields are a mistake
 there). Filter matching rules are in sandbox.query, value rules in sandbox.schema.
@@ -19,7 +19,7 @@ import mimetypes
 import re
 from urllib.parse import quote, unquote
 
-from sandbox import VERSION, multipart
+from sandbox import VERSION, metadata, multipart
 from sandbox.schema import SandboxError, bad, not_found
 
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -67,10 +67,6 @@ def json_response(data, status=200, headers=None) -> Response:
 
 def server_info(store, request):
     return json_response({"version": VERSION})
-
-
-def authorize(store, request):
-    return json_response({"authorized": True})
 
 
 def read(store, request, type_name):
@@ -163,7 +159,14 @@ def file_response(file_name, data) -> Response:
 # (method, pattern, kind, handler, public)
 ROUTES = [
     ("GET", r"/api/v3/server_info", "info", server_info, True),
-    ("GET", r"/api/(?:v3/)?authorize", "info", authorize, False),
+    ("GET", r"/api/(?:v3/)?authorize", "info", metadata.authorize, False),
+    ("GET", r"/api/v3/schema/trackor_types", "schema", metadata.schema_trackor_types, False),
+    ("GET", r"/api/v3/schema/fields", "schema", metadata.schema_fields, False),
+    ("GET", r"/api/v3/trackor_types", "schema", metadata.trackor_types, False),
+    ("GET", r"/api/v3/trackor_types/([^/]+)", "schema", metadata.trackor_type, False),
+    ("GET", r"/api/v3/trackor_types/([^/]+)/parents", "schema", metadata.parents, False),
+    ("GET", r"/api/v3/trackor_types/([^/]+)/children", "schema", metadata.children, False),
+    ("GET", r"/api/v3/params/system/([^/]+)", "schema", metadata.system_param, False),
     ("GET", r"/api/v3/trackor_types/([^/]+)/trackors", "read", read, False),
     ("POST", r"/api/v3/trackor_types/([^/]+)/trackors", "create", create, False),
     ("PUT", r"/api/v3/trackor_types/([^/]+)/trackors", "update", update_where, False),

@@ -2,12 +2,18 @@
 
     GET|POST|DELETE /_sandbox/faults        current settings | change some | clear all
     GET|DELETE      /_sandbox/stats         API request counts by kind | reset them
+    GET|POST|DELETE /_sandbox/rules         answer rules (sandbox.rules) with their remaining times |
+                                            add one (an object) or several (a list), 201 | clear all
+    DELETE          /_sandbox/rules/N       remove rule N (404 when there is none)
     GET             /_sandbox/trackors/T    every trackor of type T, all fields, parent, _created_at
                                             (?parent_id=N narrows to one parent's children)
     GET|POST        /_sandbox/trackor_types the schema | add a type (or fields to one):
-                    {"name": "MyRun", "parent": "MyIntegration",
-                     "fields": {"MR_STATE": {"type": "dropdown", "values": ["A", "B"]}, ...}}
-    POST            /_sandbox/reset         wipe the data and seed again
+                    {"name": "MyRun", "parent": "MyIntegration", "label": "My Run",
+                     "fields": {"MR_STATE": {"type": "Drop-Down", "values": ["A", "B"],
+                                             "label": "State", "required": true}, ...}}
+    GET|POST|DELETE /_sandbox/schema        schema settings (sandbox.variants) | change the keys given
+                                            (the others stay) | clear them all
+    POST            /_sandbox/reset         wipe the data and seed again (schema settings stay)
     GET             /_sandbox/health        {"ok": true}
 """
 
@@ -33,6 +39,8 @@ def handle(server, method: str, path: str, query: dict, body: bytes) -> Response
         elif method != "GET":
             raise SandboxError(405, "GET or DELETE")
         return json_response(server.stats.snapshot())
+    if name == "rules":
+        return _rules(server.rules, method, parts[1:], body)
     if name == "trackors" and len(parts) == 2 and method == "GET":
         parent = query.get("parent_id", [None])[-1]
         return json_response(server.store.dump(parts[1], int(parent) if parent else None))
@@ -40,6 +48,14 @@ def handle(server, method: str, path: str, query: dict, body: bytes) -> Response
         if method == "POST":
             return json_response(_add_type(server.store, _json(body)).describe(), status=201)
         return json_response(server.store.describe())
+    if name == "schema" and len(parts) == 1:
+        if method == "POST":
+            return json_response(server.store.set_variant(_json(body)))
+        if method == "DELETE":
+            return json_response(server.store.clear_variant())
+        if method != "GET":
+            raise SandboxError(405, "GET, POST or DELETE")
+        return json_response(server.store.variant.settings())
     if name == "reset" and method == "POST":
         server.store.reset()
         return json_response({"reset": True})
@@ -58,11 +74,30 @@ def _faults(faults, method, body):
     return json_response(faults.settings())
 
 
+def _rules(rules, method, rest, body):
+    if rest:
+        if method != "DELETE" or len(rest) != 1 or not rest[0].isdigit():
+            raise SandboxError(405, "DELETE /_sandbox/rules/N removes rule N")
+        if not rules.remove(int(rest[0])):
+            raise not_found("No rule %s" % rest[0])
+        return json_response(rules.describe())
+    if method == "POST":
+        return json_response(rules.add(_json(body)), status=201)
+    if method == "DELETE":
+        rules.clear()
+    elif method != "GET":
+        raise SandboxError(405, "GET, POST or DELETE")
+    return json_response(rules.describe())
+
+
 def _add_type(store, spec):
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise bad("Expected {\"name\": ..., \"parent\": ..., \"fields\": {...}}")
+    unknown = set(spec) - {"name", "parent", "fields", "label", "prefix"}
+    if unknown:
+        raise bad("Unknown key(s) in a trackor type: %s" % ", ".join(sorted(map(str, unknown))))
     fields = schema.parse_fields_spec(spec.get("fields") or {})
-    return store.add_type(spec["name"], spec.get("parent"), fields)
+    return store.add_type(spec["name"], spec.get("parent"), fields, spec.get("label"), spec.get("prefix"))
 
 
 def _json(body: bytes):

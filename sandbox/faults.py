@@ -15,7 +15,9 @@ Draws come from one ``random.Random(seed)``, so a given seed gives the same sequ
 
 Counters (``Stats``): every API request counts in "total"; a faulted one in "faulted" (and not in its
 kind, since it was not processed -- except drop_after_commit, which was); a refused credential in
-"auth_failed"; the rest in its kind: create, read, update, delete, upload, download, info.
+"auth_failed"; the rest in its kind: create, read, update, delete, upload, download, info, schema.
+A request answered by a rule (sandbox.rules) counts in "ruled" instead, and also in its kind (or
+"auth_failed") when the rule has ``after_commit``, since it was processed.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from sandbox.schema import bad
 
 DOWN, DROP, DROP_AFTER, ERROR = "down", "drop", "drop_after_commit", "error"
 
-KINDS = ("create", "read", "update", "delete", "upload", "download", "info", "auth_failed",
-         "faulted", "total")
+KINDS = ("create", "read", "update", "delete", "upload", "download", "info", "schema", "auth_failed",
+         "faulted", "ruled", "total")
 
 
 class Faults:

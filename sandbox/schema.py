@@ -1,7 +1,9 @@
 """Trackor types, their fields, and the value rules of each field type.
 
 A value goes in through ``to_stored`` (checked, 400 naming the field when wrong) and comes back out
-through ``to_output``. Everything is kept as TEXT in SQLite, except electronic files, whose column
+through ``to_output``. Types and fields carry what the schema endpoints show (sandbox.metadata): ids,
+labels, prefixes, key generation, ``required``; OneVizion's own type labels ("Text", "Date/Time",
+"Drop-Down", ...) are accepted wherever a field type is given. Everything is kept as TEXT in SQLite, except electronic files, whose column
 holds the id of a row in the ``blobs`` table.
 
 Choices where onevizion-api.md says "unknown":
@@ -23,9 +25,22 @@ DATETIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}$")
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 FIELD_TYPES = ("text", "memo", "dropdown", "checkbox", "date", "datetime", "efile", "number")
-TYPE_ALIASES = {"drop-down": "dropdown", "date-time": "datetime", "electronic file": "efile",
+# OneVizion's labels (GET /api/v3/schema/fields "type") and constants (GET /api/v3/trackor_types/T
+# "data_type") of the field types the sandbox knows.
+TYPE_LABELS = {"text": "Text", "memo": "Memo", "dropdown": "Drop-Down", "checkbox": "Checkbox",
+               "date": "Date", "datetime": "Date/Time", "efile": "Electronic File", "number": "Number"}
+DATA_TYPES = {"text": "TEXT", "memo": "MEMO", "dropdown": "DROP_DOWN", "checkbox": "CHECKBOX",
+              "date": "DATE", "datetime": "DATE_TIME", "efile": "ELECTRONIC_FILE", "number": "NUMBER"}
+TYPE_ALIASES = {"drop-down": "dropdown", "drop_down": "dropdown", "date-time": "datetime",
+                "date/time": "datetime", "date_time": "datetime", "electronic file": "efile",
                 "file": "efile", "electronic_file": "efile", "wiki": "memo"}
 DEFAULT_MAX = {"text": 255, "memo": 65000}
+
+
+def field_type(name) -> str:
+    """The sandbox's name of a field type given as its name, OneVizion's label or constant."""
+    lower = str(name).strip().lower()
+    return TYPE_ALIASES.get(lower, lower)
 
 
 class SandboxError(Exception):
@@ -46,29 +61,41 @@ def not_found(message: str) -> SandboxError:
 
 
 class Field:
-    """One configured field: canonical (upper-case) name, type, drop-down values, max length."""
+    """One configured field: canonical (upper-case) name, type, drop-down values, max length, label,
+    required; ``id`` is set by the store."""
 
-    def __init__(self, name: str, ftype: str, values=(), max_length=None):
-        ftype = TYPE_ALIASES.get(str(ftype).lower(), str(ftype).lower())
+    def __init__(self, name: str, ftype: str, values=(), max_length=None, label=None, required=False):
+        ftype = field_type(ftype)
         if not NAME_RE.match(name or ""):
             raise bad("Invalid field name: %r" % (name,))
         if ftype not in FIELD_TYPES:
-            raise bad("Invalid field type %r for %s" % (ftype, name))
+            raise bad("Invalid field type %r for %s (one of %s)"
+                      % (ftype, name, ", ".join(TYPE_LABELS.values())))
         if ftype == "dropdown" and not values:
             raise bad("Drop-down field %s needs values" % name)
         self.name = name.upper()
         self.ftype = ftype
         self.values = tuple(str(v) for v in values)
         self.max_length = int(max_length) if max_length else DEFAULT_MAX.get(ftype)
+        self.label = label or field_label(self.name)
+        self.required = bool(required)
+        self.id = None
+
+    def copy(self) -> "Field":
+        twin = Field.__new__(Field)
+        twin.__dict__.update(self.__dict__)
+        return twin
 
     def describe(self) -> dict:
-        return {"type": self.ftype, "values": list(self.values), "max_length": self.max_length}
+        return {"type": self.ftype, "values": list(self.values), "max_length": self.max_length,
+                "label": self.label, "required": self.required}
 
 
 class TrackorType:
-    """A trackor type: canonical name as configured, optional parent type name, ordered fields."""
+    """A trackor type: canonical name as configured, optional parent type name, ordered fields,
+    label, prefix, and ``autogen`` (the prefix of generated keys, or None: keys are given)."""
 
-    def __init__(self, name: str, parent=None, fields=()):
+    def __init__(self, name: str, parent=None, fields=(), label=None, prefix=None, autogen=None):
         if not NAME_RE.match(name or ""):
             raise bad("Invalid trackor type name: %r" % (name,))
         self.name = name
@@ -76,6 +103,10 @@ class TrackorType:
         self.fields = {}
         for field in fields:
             self.fields[field.name] = field
+        self.label = label or type_label(name)
+        self.prefix = prefix or "".join(ch for ch in name if ch.isupper())[:4] + ":"
+        self.autogen = autogen
+        self.id = None
 
     @property
     def table(self) -> str:
@@ -85,34 +116,64 @@ class TrackorType:
     def field(self, name: str):
         return self.fields.get(str(name).upper())
 
+    def copy(self) -> "TrackorType":
+        twin = TrackorType.__new__(TrackorType)
+        twin.__dict__.update(self.__dict__)
+        twin.fields = {name: field.copy() for name, field in self.fields.items()}
+        return twin
+
     def describe(self) -> dict:
-        return {"name": self.name, "parent": self.parent,
+        return {"name": self.name, "parent": self.parent, "label": self.label, "prefix": self.prefix,
+                "autogen": self.autogen,
                 "fields": {f.name: f.describe() for f in self.fields.values()}}
 
 
+def type_label(name: str) -> str:
+    """A label for a type configured without one: ``MyRun`` -> ``My Run``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name).replace("_", " ")
+
+
+def field_label(name: str) -> str:
+    """A label for a field configured without one: ``MR_LAST_STATE`` -> ``Last State``."""
+    words = name.split("_")
+    words = words[1:] if len(words) > 1 else words
+    return " ".join(word.capitalize() for word in words)
+
+
 def default_types() -> list:
-    """The default schema of SPEC section 4, parents before children."""
+    """The default schema of SPEC section 4, parents before children, with the SPEC's labels."""
     return [
         TrackorType("Integration", None, [
-            Field("INT_NAME", "text"), Field("INT_CONTROL_PROCESS", "text"),
-            Field("INT_DIRECTIONALITY", "dropdown", ["Outward", "Inward", "Bi-Directional"]),
-            Field("INT_ENABLED", "checkbox"), Field("INT_LAST_RUN", "datetime"),
-            Field("INT_EXTERNAL_SYSTEM", "text"), Field("INT_LAST_MODIFIED_DATE", "datetime"),
-            Field("INT_DESCRIPTION", "memo"), Field("INT_READ_FROM_STDOUT", "checkbox")]),
+            Field("INT_NAME", "text", label="Integration Name"),
+            Field("INT_CONTROL_PROCESS", "text", label="Control Process"),
+            Field("INT_DIRECTIONALITY", "dropdown", ["Outward", "Inward", "Bi-Directional"],
+                  label="Directionality"),
+            Field("INT_ENABLED", "checkbox", label="Enabled"),
+            Field("INT_LAST_RUN", "datetime", label="Last Run"),
+            Field("INT_EXTERNAL_SYSTEM", "text", label="External System"),
+            Field("INT_LAST_MODIFIED_DATE", "datetime", label="Last Modified Date"),
+            Field("INT_DESCRIPTION", "memo", label="Description"),
+            Field("INT_READ_FROM_STDOUT", "checkbox", label="Read From STDOUT")],
+            label="Integration", prefix="INT:"),
         TrackorType("IntegrationRun", "Integration", [
             Field("IR_STATUS", "dropdown",
-                  ["Running", "Executed without Warnings", "Executed with Warnings"]),
-            Field("IR_START", "datetime"), Field("IR_FINISH", "datetime"), Field("IR_FILE", "efile")]),
+                  ["Running", "Executed without Warnings", "Executed with Warnings"], label="Status"),
+            Field("IR_START", "datetime", label="Start"), Field("IR_FINISH", "datetime", label="Finish"),
+            Field("IR_FILE", "efile", label="File")],
+            label="Integration Run", prefix="IR:"),
         TrackorType("IntegrationLog", "IntegrationRun", [
-            Field("IL_DATE_TIME", "datetime"),
-            Field("IL_MESSAGE_TYPE", "dropdown", ["Info", "Warning", "Error"]),
-            Field("IL_MESSAGE", "text", max_length=255),
-            Field("IL_DESCRIPTION", "memo", max_length=65000), Field("IL_FILE", "efile")]),
+            Field("IL_DATE_TIME", "datetime", label="Date Time"),
+            Field("IL_MESSAGE_TYPE", "dropdown", ["Info", "Warning", "Error"], label="Message Type"),
+            Field("IL_MESSAGE", "text", max_length=255, label="Message"),
+            Field("IL_DESCRIPTION", "memo", max_length=65000, label="Description"),
+            Field("IL_FILE", "efile", label="File")],
+            label="Log", prefix="IL:"),
     ]
 
 
 def parse_fields_spec(spec) -> list:
-    """Fields from the control API's {"NAME": {"type": ..., "values": [...], "max_length": n}}."""
+    """Fields from the control API's {"NAME": {"type": ..., "values": [...], "max_length": n,
+    "label": ..., "required": bool}} (or {"NAME": "type"})."""
     if not isinstance(spec, dict):
         raise bad("'fields' must be an object")
     fields = []
@@ -121,8 +182,11 @@ def parse_fields_spec(spec) -> list:
             info = {"type": info}
         if not isinstance(info, dict):
             raise bad("Field %s: expected an object" % name)
+        unknown = set(info) - {"type", "values", "max_length", "label", "required"}
+        if unknown:
+            raise bad("Field %s: unknown key(s) %s" % (name, ", ".join(sorted(map(str, unknown)))))
         fields.append(Field(name, info.get("type", "text"), info.get("values") or (),
-                            info.get("max_length")))
+                            info.get("max_length"), info.get("label"), info.get("required", False)))
     return fields
 
 

@@ -1,17 +1,22 @@
-"""HTTP plumbing of the sandbox: the request handler, auth, fault application, and start/stop.
+"""HTTP plumbing of the sandbox: the request handler, auth, answer rules and faults, start/stop.
 
 HTTP/1.1 with keep-alive and exact Content-Length, so a requests.Session reuses its connection;
 TCP_NODELAY and one write per response, so small answers are not held back by Nagle's algorithm
 meeting the client's delayed ACK (that costs 40 ms a request otherwise). One thread per connection.
 
-Paths: /api/... (see api.py; faults apply here only), /_sandbox/... (control.py), / and /ui/...
+Paths: /api/... (see api.py; rules and faults apply here only), /_sandbox/... (control.py), / and /ui/...
 (page.py, which answers through ``handler.send``).
 
 In-process use (tests, benchmark)::
 
-    handle = start_in_thread(db=":memory:", port=0)
+    handle = start_in_thread(db=":memory:", port=0, drop_fields=["IL_FILE"])
     requests.get(handle.url + "/api/v3/server_info")
-    handle.set_faults(error_rate=1.0, error_status=503); handle.stats(); handle.stop()
+    handle.set_faults(error_rate=1.0, error_status=503); handle.stats()
+    handle.add_rule(method="POST", path="IntegrationLog", status=429, headers={"Retry-After": "2"})
+    handle.set_schema(autogen_keys=["IntegrationRun"]); handle.stop()
+
+Per /api/ request: the answer rules first (sandbox.rules; a matching rule answers, the faults do
+not apply), then the faults (sandbox.faults), then the API.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import base64
 import hmac
 import socket
+import struct
 import threading
 import time
 import traceback
@@ -26,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import sandbox
-from sandbox import api, control, faults as faults_mod, page
+from sandbox import api, control, faults as faults_mod, page, rules as rules_mod, variants
 from sandbox.schema import SandboxError
 from sandbox.store import Store
 
@@ -34,8 +40,15 @@ MAX_BODY = 20 * 1024 * 1024
 DRAIN_LIMIT = 256 * 1024 * 1024  # past this a too-large body is not even read: the connection closes
 
 
+_AUTH_HEADERS = {"WWW-Authenticate": 'Basic realm="OneVizion sandbox"'}
+
+
 class _Dropped(Exception):
     """Close the connection without an answer."""
+
+
+class _Reset(Exception):
+    """Reset the connection (TCP RST) without an answer."""
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -46,6 +59,7 @@ class SandboxServer(ThreadingHTTPServer):
     def __init__(self, address, store, faults, credentials, verbose=False):
         super().__init__(address, Handler)
         self.store, self.faults, self.stats = store, faults, faults_mod.Stats()
+        self.rules, self.stopping = rules_mod.Rules(), threading.Event()
         self.credentials, self.verbose = credentials, verbose
         self.connections, self.connections_lock = set(), threading.Lock()
 
@@ -92,7 +106,7 @@ class Handler(BaseHTTPRequestHandler):
         path, query = split.path, parse_qs(split.query, keep_blank_values=True)
         try:
             if path.startswith("/api/"):
-                self._api(path, query)
+                self._api(path, query, split.query)
             elif path == "/_sandbox" or path.startswith("/_sandbox/"):
                 body = self.read_body()
                 self.send_response_obj(control.handle(self.server, self.command, path, query, body))
@@ -103,15 +117,25 @@ class Handler(BaseHTTPRequestHandler):
                 raise SandboxError(404, "Not found: %s" % path)
         except _Dropped:
             self.close_connection = True
+        except _Reset:
+            self._reset()
         except SandboxError as error:
             self.send_error_text(error.status, error.message)
         except Exception as error:  # a sandbox bug must still answer, and say what it was
             traceback.print_exc()
             self.send_error_text(500, "Internal sandbox error: %r" % (error,))
 
-    def _api(self, path, query):
-        stats, faults = self.server.stats, self.server.faults
+    def _api(self, path, query, query_string):
+        stats, faults, rules = self.server.stats, self.server.faults, self.server.rules
         stats.count("total")
+        body = None
+        if rules:  # a rule may look at the body, so it is read before anything else
+            body = self.read_body()
+            rule = rules.take(self.command, path, query_string, body)
+            if rule is not None:
+                stats.count("ruled")
+                self._ruled(rule, path, query, body)
+                return
         if faults.is_down():
             stats.count("faulted")
             raise _Dropped()
@@ -124,25 +148,73 @@ class Handler(BaseHTTPRequestHandler):
             raise _Dropped()
         if decision == faults_mod.ERROR:
             stats.count("faulted")
-            self.read_body()
+            if body is None:
+                self.read_body()
             status = faults.settings()["error_status"]
             raise SandboxError(status, "Service unavailable (sandbox fault)" if status == 503
                                else "Internal server error (sandbox fault)")
-        body = self.read_body()
-        kind, handler, args, public = api.route(self.command, path)
-        try:
-            if not public and not self._authorized():
-                stats.count("auth_failed")
-                raise SandboxError(401, "Authorization failed")
-            stats.count(kind)
-            response = handler(self.server.store, api.Request(self.command, path, query, self.headers,
-                                                              body), *args)
-        except SandboxError as error:
-            response = api.Response(error.status, error.message.encode("utf-8"))
+        response = self._process(path, query, self.read_body() if body is None else body)
         if decision == faults_mod.DROP_AFTER:
             stats.count("faulted")
             raise _Dropped()
         self.send_response_obj(response)
+
+    def _process(self, path, query, body):
+        """Route, authorize and run one API request; its Response (errors included), counted."""
+        stats = self.server.stats
+        try:
+            kind, handler, args, public = api.route(self.command, path)
+            if not public and not self._authorized():
+                stats.count("auth_failed")
+                raise SandboxError(401, self._auth_failure())
+            stats.count(kind)
+            return handler(self.server.store, api.Request(self.command, path, query, self.headers, body),
+                           *args)
+        except SandboxError as error:
+            return api.Response(error.status, error.message.encode("utf-8"),
+                                headers=_AUTH_HEADERS if error.status == 401 else None)
+
+    def _ruled(self, rule, path, query, body):
+        """Answer with a rule (sandbox.rules), after processing the request for real if it says so."""
+        if rule.after_commit:
+            self._process(path, query, body)
+        if rule.delay_ms and self.server.stopping.wait(rule.delay_ms / 1000.0):
+            raise _Dropped()
+        if rule.drop:
+            raise _Dropped()
+        if rule.reset:
+            raise _Reset()
+        extra = [("Server", self.version_string()), ("Date", self.date_time_string())]
+        if self.close_connection:  # the client asked for it; a body cut short does not say so
+            extra.append(("Connection", "close"))
+        self.log_request(rule.status)
+        try:
+            rules_mod.write_answer(self.wfile.write, rule, rule.head(self.protocol_version, extra),
+                                   self.command != "HEAD", self.server.stopping)
+        except OSError:
+            self.close_connection = True
+        if rule.closes:
+            self.close_connection = True
+
+    def _reset(self):
+        # SO_LINGER 0 turns the close into a reset; the socket is closed here, before the server's
+        # own shutdown(SHUT_WR) could send an orderly FIN first.
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.rfile.close()
+            self.connection.close()
+        except OSError:
+            pass
+
+    def _auth_failure(self) -> str:
+        """Why the credentials were refused (never echoing them), as the 401 body says it."""
+        scheme = (self.headers.get("Authorization") or "").partition(" ")[0].lower()
+        if scheme == "basic":
+            return "Authorization failed: wrong user name or password"
+        if scheme == "bearer":
+            return "Authorization failed: wrong access key or secret key"
+        return "Authorization failed: no credentials (Basic or Bearer) given"
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization") or ""
@@ -204,7 +276,7 @@ class Handler(BaseHTTPRequestHandler):
             self.rfile.readline(1024)
 
     def send_error_text(self, status: int, message: str):
-        headers = {"WWW-Authenticate": 'Basic realm="OneVizion sandbox"'} if status == 401 else None
+        headers = _AUTH_HEADERS if status == 401 else None
         self.send(status, message.encode("utf-8"), "text/plain;charset=UTF-8", headers)
 
     def send_response_obj(self, response):
@@ -251,14 +323,32 @@ class SandboxHandle:
         """Every trackor of a type, as GET /_sandbox/trackors/{type} returns them."""
         return self.store.dump(type_name, parent_id)
 
-    def add_trackor_type(self, name: str, parent=None, fields=None):
+    def add_trackor_type(self, name: str, parent=None, fields=None, label=None, prefix=None):
         from sandbox.schema import parse_fields_spec
-        return self.store.add_type(name, parent, parse_fields_spec(fields or {})).describe()
+        return self.store.add_type(name, parent, parse_fields_spec(fields or {}), label, prefix).describe()
+
+    def set_schema(self, **settings) -> dict:
+        """Change schema settings at run time (sandbox.variants keys); the settings in force."""
+        return self.store.set_variant(settings)
+
+    def clear_schema(self) -> dict:
+        return self.store.clear_variant()
 
     def reset(self):
         self.store.reset()
 
+    def add_rule(self, **rule) -> dict:
+        """Add an answer rule (keys of sandbox.rules); its description, with ``id``."""
+        return self.server.rules.add(rule)[0]
+
+    def rules(self) -> list:
+        return self.server.rules.describe()
+
+    def clear_rules(self):
+        self.server.rules.clear()
+
     def stop(self):
+        self.server.stopping.set()
         self.server.shutdown()
         self.server.close_connections()
         self.server.server_close()
@@ -273,23 +363,41 @@ class SandboxHandle:
 
 
 def make_server(db=":memory:", host="127.0.0.1", port=0, integrations_path=sandbox.INTEGRATIONS_EXAMPLE,
-                passwords_path=sandbox.PASSWORDS_EXAMPLE, verbose=False, **fault_settings):
-    """A bound SandboxServer, its store seeded; ``fault_settings`` are sandbox.faults knobs."""
-    store = Store(db, integrations_path)
-    faults = faults_mod.Faults(**{k: v for k, v in fault_settings.items() if v is not None})
+                passwords_path=sandbox.PASSWORDS_EXAMPLE, verbose=False, **settings):
+    """A bound SandboxServer, its store seeded. ``settings`` are sandbox.faults knobs (latency_ms,
+    error_rate, ...) and sandbox.variants schema settings (drop_fields, field_types, drop_values,
+    mandatory_fields, autogen_keys, labels, field_lengths, timezone); None means not set."""
+    given = {k: v for k, v in settings.items() if v is not None}
+    schema_settings = {k: given.pop(k) for k in variants.KEYS if k in given}
+    faults = faults_mod.Faults(**given)
+    store = Store(db, integrations_path, schema_settings)
     user, password = sandbox.load_credentials(passwords_path)
     credentials = (user, password, sandbox.ACCESS_KEY, sandbox.SECRET_KEY)
-    return SandboxServer((host, port), store, faults, credentials, verbose)
+    try:
+        return SandboxServer((host, port), store, faults, credentials, verbose)
+    except BaseException:
+        store.close()
+        raise
 
 
 def start_in_thread(db=":memory:", host="127.0.0.1", port=0, integrations_path=sandbox.INTEGRATIONS_EXAMPLE,
                     latency_ms=0, error_rate=0.0, error_status=500, drop_rate=0.0,
                     drop_after_commit=False, seed=None, passwords_path=sandbox.PASSWORDS_EXAMPLE,
-                    verbose=False) -> SandboxHandle:
-    """Start a sandbox serving in a daemon thread; returns once it accepts connections."""
+                    verbose=False, drop_fields=None, field_types=None, drop_values=None,
+                    mandatory_fields=None, autogen_keys=None, labels=None, field_lengths=None,
+                    timezone=None) -> SandboxHandle:
+    """Start a sandbox serving in a daemon thread; returns once it accepts connections.
+
+    The schema settings (drop_fields ... timezone) make a sandbox whose schema is wrong in chosen
+    ways; see sandbox.variants. Example: ``start_in_thread(drop_fields=["IL_FILE"],
+    autogen_keys=["IntegrationRun"], timezone="Europe/Berlin")``.
+    """
     server = make_server(db, host, port, integrations_path, passwords_path, verbose,
                          latency_ms=latency_ms, error_rate=error_rate, error_status=error_status,
-                         drop_rate=drop_rate, drop_after_commit=drop_after_commit, seed=seed)
+                         drop_rate=drop_rate, drop_after_commit=drop_after_commit, seed=seed,
+                         drop_fields=drop_fields, field_types=field_types, drop_values=drop_values,
+                         mandatory_fields=mandatory_fields, autogen_keys=autogen_keys, labels=labels,
+                         field_lengths=field_lengths, timezone=timezone)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="sandbox-%d" % server.server_address[1], daemon=True)
     thread.start()

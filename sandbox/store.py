@@ -6,6 +6,9 @@ duplicate key), one ``data_<type>`` table per trackor type with a TEXT column pe
 ``blobs`` for electronic files. One connection behind one lock keeps 20 concurrent writers safe
 and simple; each write is one short transaction, so a create costs well under a millisecond.
 
+The schema served is the configured one (``base``, kept in the database) with the settings of
+sandbox.variants applied (``types``; a sandbox whose schema is wrong in chosen ways).
+
 The page's data access (integrations, their runs, a run's logs) is at the bottom, as plain functions.
 """
 
@@ -17,15 +20,16 @@ import json
 import sqlite3
 import threading
 
-from sandbox import query, schema
+from sandbox import query, schema, variants
 from sandbox.schema import SandboxError, bad, not_found
 from sandbox.writes import WritesMixin
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS types (lname TEXT PRIMARY KEY, name TEXT, parent TEXT, pos INTEGER);
+CREATE TABLE IF NOT EXISTS types (lname TEXT PRIMARY KEY, name TEXT, parent TEXT, pos INTEGER,
+    label TEXT, prefix TEXT, autogen TEXT);
 CREATE TABLE IF NOT EXISTS fields (ltype TEXT, name TEXT, ftype TEXT, vals TEXT, max_length INTEGER,
-    pos INTEGER, PRIMARY KEY (ltype, name));
+    pos INTEGER, label TEXT, required INTEGER DEFAULT 0, PRIMARY KEY (ltype, name));
 CREATE TABLE IF NOT EXISTS trackors (id INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL,
     key TEXT, parent_id INTEGER, created_at REAL NOT NULL, UNIQUE (type, key));
 CREATE INDEX IF NOT EXISTS trackors_parent ON trackors (parent_id);
@@ -34,10 +38,14 @@ CREATE TABLE IF NOT EXISTS blobs (id INTEGER PRIMARY KEY AUTOINCREMENT, trackor_
 """
 
 
+_ADDED_COLUMNS = (("types", "label", "TEXT"), ("types", "prefix", "TEXT"), ("types", "autogen", "TEXT"),
+                  ("fields", "label", "TEXT"), ("fields", "required", "INTEGER DEFAULT 0"))
+
+
 class Store(WritesMixin):
     """All data operations. Every public method takes the lock; names match case-insensitively."""
 
-    def __init__(self, path: str = ":memory:", integrations_path=None):
+    def __init__(self, path: str = ":memory:", integrations_path=None, variant=None):
         self.path = path
         self.integrations_path = integrations_path
         self.lock = threading.RLock()
@@ -45,26 +53,70 @@ class Store(WritesMixin):
         if path != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
-        self.types = {}
+        self.base, self.types = {}, {}
+        self.variant = variants.Variant()
         with self.lock:
             self.db.executescript(_TABLES)
+            self._migrate()
             self._load_schema()
-            if not self.types:
+            if not self.base:
                 self._seed()
+            self.set_variant(variant or {})
 
     # -- schema ---------------------------------------------------------------------------
+    def _migrate(self):
+        """Columns a database written by an older sandbox lacks."""
+        for table, column, declaration in _ADDED_COLUMNS:
+            if column.upper() not in self._columns(table):
+                self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, declaration))
+
+    def _columns(self, table) -> set:
+        return {row[1].upper() for row in self.db.execute("PRAGMA table_info(%s)" % table)}
+
     def _load_schema(self):
-        self.types = {}
-        for lname, name, parent in self.db.execute("SELECT lname, name, parent FROM types ORDER BY pos"):
-            rows = self.db.execute("SELECT name, ftype, vals, max_length FROM fields WHERE ltype = ? "
-                                   "ORDER BY pos", (lname,))
-            fields = [schema.Field(n, t, json.loads(v), m) for n, t, v, m in rows]
-            self.types[lname] = schema.TrackorType(name, parent, fields)
+        self.base = {}
+        for rowid, lname, name, parent, label, prefix, autogen in self.db.execute(
+                "SELECT rowid, lname, name, parent, label, prefix, autogen FROM types ORDER BY pos"):
+            rows = self.db.execute("SELECT rowid, name, ftype, vals, max_length, label, required "
+                                   "FROM fields WHERE ltype = ? ORDER BY pos", (lname,))
+            fields = []
+            for field_id, n, t, v, m, field_label, required in rows:
+                fields.append(schema.Field(n, t, json.loads(v), m, field_label, required))
+                fields[-1].id = field_id
+            self.base[lname] = schema.TrackorType(name, parent, fields, label, prefix, autogen)
+            self.base[lname].id = rowid
+
+    def set_variant(self, settings: dict) -> dict:
+        """Change the schema settings (sandbox.variants; the keys given, the others kept) and serve
+        the schema they make; all or nothing (400 naming the setting). The settings in force."""
+        with self.lock:
+            variant = self.variant.copy()
+            variant.update(settings)
+            self._serve(variant)
+            return variant.settings()
+
+    def clear_variant(self) -> dict:
+        with self.lock:
+            self._serve(variants.Variant())
+            return self.variant.settings()
+
+    def _serve(self, variant):
+        types, added = variant.apply(self.base)
+        for ttype, field in added:
+            self._ensure_column(ttype, field)
+        self.variant, self.types = variant, types
+
+    def _ensure_column(self, ttype, field):
+        if field.name not in self._columns(ttype.table):
+            default = " DEFAULT '0'" if field.ftype == "checkbox" else ""
+            self.db.execute('ALTER TABLE %s ADD COLUMN "%s"%s' % (ttype.table, field.name, default))
 
     def _seed(self):
         with self._transaction():
             for ttype in schema.default_types():
-                self._add_type(ttype.name, ttype.parent, list(ttype.fields.values()))
+                self._add_type(ttype.name, ttype.parent, list(ttype.fields.values()), ttype.label,
+                               ttype.prefix)
+        self.types = self.base  # until the settings are applied: the seed writes through the API's checks
         for number, name in enumerate(_integration_names(self.integrations_path), start=1):
             self.create("Integration", {
                 "TRACKOR_KEY": "INT-%d" % number, "INT_NAME": name, "INT_ENABLED": 1,
@@ -85,32 +137,46 @@ class Store(WritesMixin):
             chain.append(self.get_type(chain[-1].parent))
         return chain
 
-    def add_type(self, name, parent, fields) -> schema.TrackorType:
-        """Add a trackor type, or add missing fields to an existing one (same parent required)."""
-        with self.lock, self._transaction():
-            return self._add_type(name, parent, fields)
+    def add_type(self, name, parent, fields, label=None, prefix=None) -> schema.TrackorType:
+        """Add a trackor type, or add missing fields to an existing one (same parent required), to
+        the configured schema; the type as served."""
+        with self.lock:
+            with self._transaction():
+                ttype = self._add_type(name, parent, fields, label, prefix)
+            self._serve(self.variant)
+            return self.types.get(ttype.name.lower(), ttype)
 
-    def _add_type(self, name, parent, fields):
+    def _add_type(self, name, parent, fields, label=None, prefix=None):
         if parent is not None:
-            parent = self.get_type(parent).name
-        ttype = self.types.get(name.lower())
+            parent = self._base_type(parent).name
+        ttype = self.base.get(name.lower())
         if ttype is None:
-            ttype = schema.TrackorType(name, parent)
-            self.db.execute("INSERT INTO types VALUES (?, ?, ?, ?)",
-                            (name.lower(), name, parent, len(self.types)))
-            self.db.execute("CREATE TABLE %s (trackor_id INTEGER PRIMARY KEY)" % ttype.table)
-            self.types[name.lower()] = ttype
+            ttype = schema.TrackorType(name, parent, (), label, prefix)
+            cursor = self.db.execute("INSERT INTO types (lname, name, parent, pos, label, prefix) "
+                                     "VALUES (?, ?, ?, ?, ?, ?)", (name.lower(), name, parent,
+                                                                   len(self.base), ttype.label, ttype.prefix))
+            ttype.id = cursor.lastrowid
+            self.db.execute("CREATE TABLE IF NOT EXISTS %s (trackor_id INTEGER PRIMARY KEY)" % ttype.table)
+            self.base[name.lower()] = ttype
         elif (ttype.parent or "").lower() != (parent or "").lower():
             raise bad("Trackor type %s exists with parent %s" % (ttype.name, ttype.parent))
         for field in fields:
             if ttype.field(field.name):
                 continue
-            default = " DEFAULT '0'" if field.ftype == "checkbox" else ""
-            self.db.execute('ALTER TABLE %s ADD COLUMN "%s"%s' % (ttype.table, field.name, default))
-            self.db.execute("INSERT INTO fields VALUES (?, ?, ?, ?, ?, ?)",
-                            (ttype.name.lower(), field.name, field.ftype, json.dumps(field.values),
-                             field.max_length, len(ttype.fields)))
+            self._ensure_column(ttype, field)
+            cursor = self.db.execute(
+                "INSERT INTO fields (ltype, name, ftype, vals, max_length, pos, label, required) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (ttype.name.lower(), field.name, field.ftype, json.dumps(field.values), field.max_length,
+                 len(ttype.fields), field.label, int(field.required)))
+            field.id = cursor.lastrowid
             ttype.fields[field.name] = field
+        return ttype
+
+    def _base_type(self, name) -> schema.TrackorType:
+        ttype = self.base.get(str(name).lower())
+        if ttype is None:
+            raise not_found("Unknown trackor type: %s" % name)
         return ttype
 
     def close(self):
@@ -119,20 +185,27 @@ class Store(WritesMixin):
             self.db.close()
 
     def describe(self) -> list:
+        """The schema as served (settings applied)."""
         with self.lock:
             return [t.describe() for t in self.types.values()]
 
-    def reset(self):
-        """Wipe everything and seed again, as on a first start."""
+    def served_types(self) -> list:
+        """The served TrackorType objects, parents before children (do not change them)."""
         with self.lock:
-            for ttype in self.types.values():
+            return list(self.types.values())
+
+    def reset(self):
+        """Wipe everything and seed again, as on a first start (the schema settings stay)."""
+        with self.lock:
+            for ttype in self.base.values():
                 self.db.execute("DROP TABLE IF EXISTS %s" % ttype.table)
             for table in ("meta", "types", "fields", "trackors", "blobs"):
                 self.db.execute("DROP TABLE IF EXISTS %s" % table)
             self.db.execute("DELETE FROM sqlite_sequence")
             self.db.executescript(_TABLES)
-            self.types = {}
+            self.base = {}
             self._seed()
+            self._serve(self.variant)
 
     @contextlib.contextmanager
     def _transaction(self):

@@ -3,6 +3,13 @@
 A mixin of sandbox.store.Store (kept apart only to keep modules short): it uses the Store's ``db``,
 ``lock``, ``chain``, ``_transaction``, ``_select`` and ``_type_of``. Each public method is one
 transaction under the store's lock, so a failed check leaves nothing half-written.
+
+Parents (of a create, or of an update by filter) are found by their ``filter`` exactly as a read
+filters (sandbox.query): a double-quoted value is an exact match, an unquoted one a case-insensitive
+"contains". When the filter matches several trackors, the first by TRACKOR_ID (the oldest) is the
+parent, without a word: so an unquoted key ``7`` silently lands under ``17`` when ``17`` is older or
+``7`` does not exist -- the quiet misfiling a real installation plausibly does, which is what a
+client that forgets the quotes must be caught at.
 """
 
 from __future__ import annotations
@@ -19,10 +26,20 @@ class WritesMixin:
     """create / update_by_id / update_where / delete_where for sandbox.store.Store."""
 
     def create(self, type_name, fields: dict, parents: list) -> dict:
-        """Create one trackor; {"TRACKOR_ID", "TRACKOR_KEY"}."""
+        """Create one trackor; {"TRACKOR_ID", "TRACKOR_KEY"}.
+
+        A type that generates keys (``autogen``, see sandbox.variants) ignores a given TRACKOR_KEY
+        and answers the one it made; a type without gives the TRACKOR_ID as the key when none is
+        given. A required field missing or empty is a 400 naming it.
+        """
         with self.lock:
             chain = self.chain(type_name)
             ttype = chain[0]
+            if not isinstance(fields, dict):
+                raise bad("'fields' must be an object")
+            _check_required(ttype, fields)
+            if ttype.autogen is not None:
+                fields = {k: v for k, v in fields.items() if str(k).upper() != "TRACKOR_KEY"}
             parent_id = self._parent_id(chain, parents)
             with self._transaction():
                 cursor = self.db.execute(
@@ -32,7 +49,8 @@ class WritesMixin:
                 self.db.execute("INSERT INTO %s (trackor_id) VALUES (?)" % ttype.table, (trackor_id,))
                 key = self._write(ttype, trackor_id, fields)
                 if key is None:
-                    key = self._free_key(ttype, str(trackor_id))
+                    made = str(trackor_id) if ttype.autogen is None else "%s%06d" % (ttype.autogen, trackor_id)
+                    key = self._free_key(ttype, made)
                     self.db.execute("UPDATE trackors SET key = ? WHERE id = ?", (key, trackor_id))
             return {"TRACKOR_ID": trackor_id, "TRACKOR_KEY": key}
 
@@ -55,13 +73,12 @@ class WritesMixin:
         flt = parents[0].get("filter")
         if not isinstance(flt, dict) or not flt:
             raise bad("A parent needs a non-empty 'filter' object")
-        # Parent filters in a JSON body match exactly, quoted or not.
-        filters = [(k, query.exact(_filter_text(v))) for k, v in flt.items()]
-        rows, _ = self._select(chain[1:], filters, [], None, 1, 2)
+        # Parent filters follow the read filters (sandbox.query): a quoted value is exact, an
+        # unquoted one a "contains", so an unquoted key 7 also finds 17.
+        filters = [(k, _filter_text(v)) for k, v in flt.items()]
+        rows, _ = self._select(chain[1:], filters, [], None, 1, 1)
         if not rows:
             raise not_found("Parent %s not found: %s" % (wanted, json.dumps(flt)))
-        if len(rows) > 1:
-            raise bad("Parent filter matches several %s trackors" % wanted)
         return rows[0]["TRACKOR_ID"]
 
     def _write(self, ttype, trackor_id, fields):
@@ -79,6 +96,9 @@ class WritesMixin:
             field = ttype.field(name)
             if field is None:
                 raise not_found("Unknown field %s for trackor type %s" % (name, ttype.name))
+            if field.required and _empty(value):
+                raise bad("Field %s is required for trackor type %s and cannot be empty"
+                          % (field.name, ttype.name))
             stored = schema.to_stored(field, value)
             if field.ftype == "efile":
                 stored = self._replace_blob(ttype, trackor_id, field, stored)
@@ -162,6 +182,18 @@ class WritesMixin:
         self.db.execute("DELETE FROM %s WHERE trackor_id = ?" % ttype.table, (trackor_id,))
         self.db.execute("DELETE FROM blobs WHERE trackor_id = ?", (trackor_id,))
         self.db.execute("DELETE FROM trackors WHERE id = ?", (trackor_id,))
+
+
+def _empty(value) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def _check_required(ttype, fields):
+    given = {str(name).upper(): value for name, value in fields.items()}
+    for field in ttype.fields.values():
+        if field.required and _empty(given.get(field.name)):
+            raise bad("Field %s is required for trackor type %s (a create must give it)"
+                      % (field.name, ttype.name))
 
 
 def _filter_text(value) -> str:

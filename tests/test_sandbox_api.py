@@ -127,10 +127,47 @@ def test_quoted_filter_is_exact_and_unquoted_is_a_contains_match(api):
     assert [r["TRACKOR_KEY"] for r in api.get(url, params={"TRACKOR_KEY": "run-1"}).json()] == ["RUN-1", "RUN-10"]
 
 
-def test_parent_filter_in_a_create_body_is_exact(api):
+def parent_key(sandbox, run_key):
+    return [r["_parent_key"] for r in sandbox.trackors("IntegrationRun") if r["TRACKOR_KEY"] == run_key][0]
+
+
+def test_parent_filter_quoted_is_exact(api, sandbox):
     assert api.post(api.base + "/trackor_types/Integration/trackors",
-                    json={"fields": {"TRACKOR_KEY": "INT-10"}}).status_code == 201
-    assert create_run(api, "RUN-1", integration="INT-1").status_code == 201
+                    json={"fields": {"TRACKOR_KEY": "X17"}}).status_code == 201
+    assert create_run(api, "RUN-1", integration='"X17"').status_code == 201
+    assert parent_key(sandbox, "RUN-1") == "X17"
+    assert create_run(api, "RUN-2", integration='"X7"').status_code == 404
+    assert create_run(api, "RUN-3", integration='"int-1"').status_code == 404  # exact is exact
+
+
+def test_parent_filter_unquoted_is_contains_and_takes_the_oldest_match(api, sandbox):
+    for key in ("X17", "X7", "X170"):
+        assert api.post(api.base + "/trackor_types/Integration/trackors",
+                        json={"fields": {"TRACKOR_KEY": key}}).status_code == 201
+    assert create_run(api, "RUN-1", integration="7").status_code == 201
+    assert parent_key(sandbox, "RUN-1") == "X17"  # not X7: the unquoted key was caught misfiling
+    assert create_run(api, "RUN-2", integration="x7").status_code == 201
+    assert parent_key(sandbox, "RUN-2") == "X7"  # any case, and the oldest of X7, X170
+    assert create_run(api, "RUN-3", integration='"X7"').status_code == 201
+    assert parent_key(sandbox, "RUN-3") == "X7"
+
+
+def test_parent_filter_unquoted_matches_a_longer_key_alone(api, sandbox):
+    assert api.post(api.base + "/trackor_types/Integration/trackors",
+                    json={"fields": {"TRACKOR_KEY": "INT-17"}}).status_code == 201
+    assert create_run(api, "RUN-1", integration="T-17").status_code == 201
+    assert parent_key(sandbox, "RUN-1") == "INT-17"
+
+
+def test_parent_filter_on_a_field_and_in_an_update_by_filter(api, sandbox):
+    body = {"fields": {"TRACKOR_KEY": "RUN-1"},
+            "parents": [{"trackor_type": "Integration", "filter": {"INT_NAME": "nightly"}}]}
+    assert api.post(api.base + "/trackor_types/IntegrationRun/trackors", json=body).status_code == 201
+    assert parent_key(sandbox, "RUN-1") == "INT-2"  # "Example Nightly Export"
+    answer = api.put(api.base + "/trackor_types/IntegrationRun/trackors", params={"TRACKOR_KEY": '"RUN-1"'},
+                     json={"fields": {}, "parents": [{"trackor_type": "Integration",
+                                                      "filter": {"INT_NAME": '"Example Daily Import"'}}]})
+    assert answer.status_code == 200 and parent_key(sandbox, "RUN-1") == "INT-1"
 
 
 def test_read_names_are_case_insensitive_and_empty_values_null(api):

@@ -58,3 +58,18 @@ def test_process_serves_seeds_once_and_keeps_data(repo_root, tmp_path):
 def test_page_answers(sandbox):
     answer = requests.get(sandbox.url + "/")
     assert answer.status_code == 200 and "OneVizion sandbox" in answer.text
+
+
+def test_every_flag_and_control_endpoint_is_in_the_readme(repo_root):
+    from sandbox.__main__ import build_parser
+    with open(os.path.join(repo_root, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    section = readme[readme.index("## The sandbox"):readme.index("## Benchmark")]
+    flags = [flag for action in build_parser()._actions for flag in action.option_strings
+             if flag not in ("-h", "--help")]
+    assert [flag for flag in flags if "[%s" % flag not in section] == []
+    endpoints = ["/_sandbox/faults", "/_sandbox/stats", "/_sandbox/trackors/{type}", "/_sandbox/rules",
+                 "/_sandbox/rules/{id}", "/_sandbox/schema", "/_sandbox/trackor_types", "/api/authorize",
+                 "/api/v3/schema/trackor_types", "/api/v3/schema/fields", "/api/v3/trackor_types/{type}",
+                 "/api/v3/trackor_types/{type}/parents", "/api/v3/params/system/PrimaryTimezone"]
+    assert [e for e in endpoints if e not in section] == []
