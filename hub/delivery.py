@@ -319,7 +319,9 @@ class Engine:
         parse = type(row.parse)(chunks[-1][0] + 1, maker.seq, maker.leftover(), ended)
         spool = run.spool
         upto = parse.next_chunk
-        self.journal.put_records(row.run_key, records, parse, last_at, on_written=lambda: spool.release(upto))
+        # In the file before any is sent: a resend after a crash must have the same key and content.
+        self.journal.put_records(row.run_key, records, parse, last_at, on_written=lambda: spool.release(upto),
+                                 wait=True)
         with self.lock:
             row.parse = parse
             row.last_activity = last_at

@@ -251,7 +251,12 @@ class _Op:
 
 
 class Journal:
-    """The journal file of one log folder, shared by the threads of one process."""
+    """The journal file of one log folder, shared by the threads of one process.
+
+    Writes are queued and written by one writer thread, many to a transaction, on a connection of
+    its own; callers do not wait for the disk unless they ask to (`wait=True`: records must be in
+    the file before they are first sent). Reads and the helper scripts' few synchronous writes use
+    a second connection."""
 
     def __init__(self, folder: str, installation: str, conditions: Conditions, busy_timeout: float = 5.0,
                  check: bool = True, clock: Callable[[], float] = time.monotonic):
@@ -262,11 +267,18 @@ class Journal:
         self.log = conditions.log
         self.busy_timeout = busy_timeout
         self.clock = clock
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()           # the reading connection
+        self.changed = threading.Condition()    # the queue and the writer's state
         self.queue: List[_Op] = []
+        self.written = 0                        # ops written so far (waiters compare their number)
+        self.submitted = 0
         self.condition: Optional[str] = None
         self._next_try = 0.0
         self._deleted = 0
+        self._stopping = False
+        self._writing = 0                       # ops at the head of the queue being written now
+        self._writer: Optional[threading.Thread] = None
+        self._wdb: Optional[sqlite3.Connection] = None
         self.set_aside: Optional[str] = None
         self.reset_count = 0         # how many times a damaged file was replaced (owners re-persist)
         self.db: Optional[sqlite3.Connection] = None
@@ -337,6 +349,13 @@ class Journal:
         db.execute(f"PRAGMA user_version={VERSION}")
 
     def _set_aside(self, exc: BaseException) -> None:
+        for db in (self.db, self._wdb):
+            if db is not None:
+                try:
+                    db.close()
+                except sqlite3.Error:
+                    pass
+        self.db = self._wdb = None
         aside = f"{self.path}.damaged-{int(time.time())}"
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(self.path + suffix):
@@ -348,14 +367,22 @@ class Journal:
         self.conditions.say(f"error: the journal was damaged and was moved aside to {aside}; a new one was started")
 
     def close(self) -> None:
-        with self.lock:
-            self.flush(force=True)
+        """Write what waits (as far as the disk lets), stop the writer, close the file."""
+        with self.changed:
+            self._stopping = True
+            self.changed.notify_all()
+        if self._writer is not None:
+            self._writer.join(self.busy_timeout + 5.0)
+        with self.changed:
+            if self.queue:
+                self._write_queued(force=True)
             if self.queue:
                 self.log.error("the journal could not take %d writes before the hub exited (%s)", len(self.queue),
                                self.condition)
-            if self.db is not None:
-                self.db.close()
-                self.db = None
+        for db in (self._wdb, self.db):
+            if db is not None:
+                db.close()
+        self._wdb = self.db = None
 
     # -- conditions ------------------------------------------------------------------------------
 
@@ -370,21 +397,20 @@ class Journal:
             self.conditions.end(self.condition)
             self.condition = None
 
-    def _fault(self, exc: BaseException) -> None:
+    def _fault(self, exc: BaseException, db: Optional[sqlite3.Connection]) -> None:
         """A write or read failed: damage sets the file aside; anything else is a condition."""
         if is_damage(exc):
-            if self.db is not None:
+            if db is not None:
                 try:
-                    ok = self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+                    ok = db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
                 except sqlite3.Error:
                     ok = False
                 if ok:
                     self._degrade(f"the journal reported {exc}")
                     return
-                self.db.close()
-                self.db = None
-            self._set_aside(exc)
-            self._open(check=False)
+            with self.lock:
+                self._set_aside(exc)
+                self._open(check=False)
             return
         condition = condition_of(exc)
         if condition is None:
@@ -394,96 +420,178 @@ class Journal:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
-        with self.lock:
+    def _submit(self, op: _Op, wait: bool = False) -> bool:
+        """Queue one write. `wait`: until it is in the file, or the journal is in a condition
+        (then it waits in memory); True when it was written."""
+        with self.changed:
             self.queue.append(op)
-            if len(self.queue) == 1 or self.clock() >= self._next_try:
-                self.flush()
-
-    def flush(self, force: bool = False) -> bool:
-        """Write what waits, in order; True when nothing waits any more."""
-        with self.lock:
-            if not self.queue:
-                return True
-            if not force and self.condition is not None and self.clock() < self._next_try:
+            self.submitted += 1
+            number = self.submitted
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="journal-writer", daemon=True)
+                self._writer.start()
+            self.changed.notify_all()
+            if not wait:
                 return False
-            if self.db is None:
-                self._open(check=False)
-                if self.db is None:
-                    return False
-            while self.queue:
-                op = self.queue[0]
-                try:
-                    self._write(op)
-                except Exception as exc:  # noqa: BLE001 - a condition or damage; anything else is a bug
-                    try:
-                        self._fault(exc)
-                    except Exception:  # noqa: BLE001 - a write the code got wrong must not stop the others
-                        self.log.exception("a journal write failed and was dropped (a bug)")
-                        self.queue.pop(0)
-                        continue
-                    if self.db is None or self.condition is not None:
-                        return False
-                    continue
-                self.queue.pop(0)
-                if op.on_written is not None:
-                    op.on_written()
-            self._recovered()
-            return True
+            deadline = time.monotonic() + self.busy_timeout + 1.0
+            while self.written < number and self.condition is None and time.monotonic() < deadline:
+                self.changed.wait(0.05)
+            return self.written >= number
 
-    def _write(self, op: _Op) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
+    def _write_loop(self) -> None:
+        with self.changed:
+            while True:
+                while not self.queue and not self._stopping:
+                    self.changed.wait(1.0)
+                    if self._deleted >= VACUUM_PAGES:
+                        self._vacuum()
+                if not self.queue:
+                    return
+                if self.condition is not None and self.clock() < self._next_try and not self._stopping:
+                    self.changed.wait(max(0.01, self._next_try - self.clock()))
+                    continue
+                if self.condition is not None and self._stopping:
+                    return
+                # A few milliseconds more gather more writes into one transaction.
+                self.changed.wait(0.005)
+                self._write_queued()
+                if self._deleted >= VACUUM_PAGES:
+                    self._vacuum()
+
+    def _write_queued(self, force: bool = False) -> None:
+        """Write every queued op in one transaction (called with `changed` held; the lock is let
+        go while SQLite works, so callers keep queueing)."""
+        if self._wdb is None:
+            try:
+                self._wdb = self._connect(check=False)
+            except Exception as exc:  # noqa: BLE001
+                self._fault_writing(exc)
+                return
+        batch = list(self.queue)
+        self._writing = len(batch)
+        self.changed.release()
         try:
-            for sql, args in op.statements:
-                db.execute(sql, args)
-            if op.records:
-                db.executemany(f"INSERT OR REPLACE INTO records({','.join(_RECORD_COLUMNS)}) VALUES"
-                               f"({','.join('?' * len(_RECORD_COLUMNS))})", list(op.records.values()))
+            error = self._write_batch(batch)
+        finally:
+            self.changed.acquire()
+            self._writing = 0
+        if error is not None:
+            self._fault_writing(error, batch)
+            return
+        del self.queue[:len(batch)]
+        self.written += len(batch)
+        self._recovered()
+        for op in batch:
+            if op.on_written is not None:
+                try:
+                    op.on_written()
+                except Exception:  # noqa: BLE001 - a follow-up (deleting a spool segment) must not stop writing
+                    self.log.exception("after a journal write")
+        self.changed.notify_all()
+
+    def _write_batch(self, batch: List[_Op]) -> Optional[BaseException]:
+        db = self._wdb
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for op in batch:
+                for sql, args in op.statements:
+                    db.execute(sql, args)
+                if op.records:
+                    db.executemany(f"INSERT OR REPLACE INTO records({','.join(_RECORD_COLUMNS)}) VALUES"
+                                   f"({','.join('?' * len(_RECORD_COLUMNS))})", list(op.records.values()))
             db.execute("COMMIT")
-        except BaseException:
+            return None
+        except BaseException as exc:  # noqa: BLE001 - handed to _fault_writing
             try:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            raise
+            return exc
+
+    def _fault_writing(self, exc: BaseException, batch: Optional[List[_Op]] = None) -> None:
+        try:
+            self._fault(exc, self._wdb)
+        except Exception:  # noqa: BLE001 - a write the code got wrong must not stop the others
+            self.log.exception("a journal write failed (a bug); its batch is written one by one")
+            for op in batch or []:
+                if self._write_batch([op]) is not None:
+                    self.log.error("a journal write was dropped: %s", op.statements[:1])
+                self.queue.remove(op)
+                self.written += 1
+            self.changed.notify_all()
+            return
+        if self._wdb is not None and self.db is None:
+            self._wdb.close()
+            self._wdb = None
+        self.changed.notify_all()
+
+    def _vacuum(self) -> None:
+        self._deleted = 0
+        if self._wdb is None or self.condition is not None:
+            return
+        try:
+            self._wdb.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES * 4})")
+        except sqlite3.Error as exc:
+            self.log.warning("the journal could not give space back: %s", exc)
+
+    def flush(self, force: bool = False) -> bool:
+        """Wait until what is queued is written (or the journal is in a condition); True when
+        nothing waits any more."""
+        with self.changed:
+            if force and self.queue and self._writer is None:
+                self._write_queued(force=True)
+            target = self.submitted
+            deadline = time.monotonic() + self.busy_timeout + 1.0
+            while self.written < target and (self.condition is None or force) and time.monotonic() < deadline:
+                self.changed.notify_all()
+                self.changed.wait(0.05)
+                if force and self.condition is not None:
+                    break
+            return not self.queue
 
     def tick(self) -> None:
-        """Called now and then by the delivery engine: retry waiting writes, give space back."""
-        if self.queue:
-            self.flush()
-        if self._deleted >= VACUUM_PAGES and self.condition is None:
-            self._deleted = 0
-            with self.lock:
-                try:
-                    if self.db is not None:
-                        self.db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES * 4})")
-                except sqlite3.Error as exc:
-                    self.log.warning("the journal could not give space back: %s", exc)
+        """Called now and then by the delivery engine (the writer retries on its own)."""
+        with self.changed:
+            if self.queue:
+                self.changed.notify_all()
 
     def waiting_writes(self) -> int:
         return len(self.queue)
 
     # -- the writes the hub makes -------------------------------------------------------------------
 
-    def put_run(self, row: RunRow) -> None:
-        """Insert or replace a run's whole row (a run opened, a run-level item changed)."""
+    def put_run(self, row: RunRow, wait: bool = False) -> bool:
+        """Insert or replace a run's whole row (a run opened, a run-level item changed). `wait`:
+        until it is in the file (a new run other processes must find: a wrapped child's helper
+        script, a RunController key just printed)."""
+        with self.changed:
+            return self._put_run(row, wait)
+
+    def _put_run(self, row: RunRow, wait: bool) -> bool:
+        # The row is read and queued under one lock: two threads writing the same run's row queue
+        # their copies in the order they read them, so the newest is written last.
         values = _run_values(row)
-        self._submit(_Op([(f"INSERT OR REPLACE INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
-                           f"({','.join('?' * len(_RUN_COLUMNS))})", values)]))
+        # The parse position (and the time of the last output) belongs to put_records alone: a row
+        # written from another thread must never carry an older one back over it.
+        updates = ", ".join(f"{c}=excluded.{c}" for c in _RUN_COLUMNS if c not in ("run_key", "parse", "last_activity"))
+        return self._submit(_Op([(f"INSERT INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
+                                  f"({','.join('?' * len(_RUN_COLUMNS))}) ON CONFLICT(run_key) DO UPDATE SET "
+                                  f"{updates}", values)]), wait)
 
     def put_records(self, run_key: str, records: Sequence[RecordRow], parse: Optional[ParseState] = None,
-                    last_activity: Optional[float] = None, on_written: Optional[Callable[[], None]] = None) -> None:
-        """Records formed from the output, with the parse position they lead to, atomically."""
+                    last_activity: Optional[float] = None, on_written: Optional[Callable[[], None]] = None,
+                    wait: bool = False) -> bool:
+        """Records formed from the output, with the parse position they lead to, atomically.
+        `wait`: return once they are in the file (True), or waiting in memory (False)."""
         statements = []
         if parse is not None:
             statements.append(("UPDATE runs SET parse=?, last_activity=max(last_activity, ?) WHERE run_key=?",
                                (parse.dump(), last_activity or 0.0, run_key)))
-        self._submit(_Op(statements, {r.log_key: _record_values(r) for r in records}, on_written))
+        return self._submit(_Op(statements, {r.log_key: _record_values(r) for r in records}, on_written), wait)
 
     def set_record(self, record: RecordRow) -> None:
         """A record's state changed (created with its file owed, refused)."""
-        with self.lock:
+        with self.changed:
             waiting = self._waiting_record(record.log_key)
             if waiting is not None:
                 waiting.records[record.log_key] = _record_values(record)
@@ -493,7 +601,7 @@ class Journal:
 
     def drop_records(self, log_keys: Iterable[str]) -> None:
         """Records OneVizion confirmed leave the journal (or a wait in memory for it)."""
-        with self.lock:
+        with self.changed:
             keys = []
             for log_key in log_keys:
                 waiting = self._waiting_record(log_key)
@@ -517,9 +625,12 @@ class Journal:
                           ("DELETE FROM runs WHERE run_key=?", (run_key,))]))
 
     def _waiting_record(self, log_key: str) -> Optional[_Op]:
-        # Only writes that have not reached the file can hold a record: at most a few while the
-        # journal is healthy (the one being written), all of a condition's otherwise.
-        for op in reversed(self.queue):
+        # Only writes that have not reached the file can hold a record: a few while the journal is
+        # healthy, all of a condition's otherwise. A batch being written is not touched: the
+        # first of the queue are that batch while the writer works, so only ops after it are.
+        if self.condition is None:
+            return None
+        for op in reversed(self.queue[self._writing:]):
             if op.records and log_key in op.records:
                 return op
         return None
@@ -531,7 +642,7 @@ class Journal:
         when the journal has it (returned: its owner delivers it), else `known` (None returned).
         Raises the storage error when the journal cannot take it now."""
         with self.lock:
-            if self.db is None or self.queue:
+            if self.db is None or self.condition is not None:
                 raise sqlite3.OperationalError(self.condition or "the journal cannot be written")
             db = self.db
             db.execute("BEGIN IMMEDIATE")
@@ -556,7 +667,7 @@ class Journal:
         """A record whose run could not be told (OneVizion unreachable, no -r): it goes to the run
         that was Running at `at`, found when it is delivered."""
         with self.lock:
-            if self.db is None or self.queue:
+            if self.db is None or self.condition is not None:
                 raise sqlite3.OperationalError(self.condition or "the journal cannot be written")
             return self.db.execute("INSERT INTO loose(installation, integration_key, hint_run, log_suffix, at, fields,"
                                    " file_path, state) VALUES(?,?,?,?,?,?,?,0)",
@@ -575,7 +686,7 @@ class Journal:
         """A loose record found its run: it becomes that run's record, once (False when another
         process resolved it first)."""
         with self.lock:
-            if self.db is None or self.queue:
+            if self.db is None or self.condition is not None:
                 return False
             db = self.db
             db.execute("BEGIN IMMEDIATE")
@@ -602,13 +713,13 @@ class Journal:
         """Take a run over from a gone owner; False when another process took it first (or the
         journal cannot be written now: then nobody can)."""
         with self.lock:
-            if self.db is None or self.queue:
+            if self.db is None or self.condition is not None:
                 return False
             try:
                 changed = self.db.execute("UPDATE runs SET owner=? WHERE run_key=? AND owner IS ?",
                                           (owner, run_key, expected)).rowcount
             except Exception as exc:  # noqa: BLE001
-                self._fault(exc)
+                self._fault(exc, self.db)
                 return False
             return changed == 1
 
@@ -623,7 +734,7 @@ class Journal:
                 names = [d[0] for d in cursor.description]
                 return [dict(zip(names, row)) for row in cursor.fetchall()]
             except Exception as exc:  # noqa: BLE001
-                self._fault(exc)
+                self._fault(exc, self.db)
                 return []
 
     def runs(self, run_key: Optional[str] = None, every_installation: bool = False) -> List[RunRow]:

@@ -134,7 +134,7 @@ def open_run(ctx: Context, integration: Integration, entry, cwd: str, options: R
                  output_open=True)
     spool = spool_mod.Spool(spool_folder(ctx.log_dir, run_key), on_condition=ctx.conditions.begin,
                             on_clear=ctx.conditions.end)
-    ctx.journal.put_run(row)
+    ctx.journal.put_run(row, wait=True)
     run = RunProgress(row, [], spool)
     ctx.engine.add(run)
     return run

@@ -46,7 +46,7 @@ def start(ctx: context.Context, args) -> int:
                  integration_id=integration["TRACKOR_ID"], owner=ctx.owner.id, last_activity=now,
                  create=Step({s.run.status: s.run.running, s.run.start: ctx.now_text(now)}, ItemState.PENDING),
                  last_run=Step({s.integration.last_run: ctx.now_text(now)}, ItemState.PENDING))
-    ctx.journal.put_run(row)
+    ctx.journal.put_run(row, wait=True)
     print(run_key, flush=True)
     code = deliver(ctx, RunProgress(row), what=f"run {run_key}")
     if code == V.EXIT_OK:
