@@ -390,7 +390,8 @@ def test_a_console_command_whose_dependencies_are_missing_says_how_to_install_th
     line = error_line(run([os.path.join(venv, "bin", "integration-wrapper"), "--version"], env=environment()))
     assert line.startswith("error: integration-wrapper needs the package")
     assert "python-dateutil" in line
-    assert "%s -m pip install python-dateutil" % os.path.join(venv, "bin", "python") in line
+    # this Python by its path (the commands' #! line may name python or python3)
+    assert re.search(re.escape(os.path.join(venv, "bin", "python")) + r"3? -m pip install python-dateutil", line), line
 
 
 # ---------------------------------------------------------------- a Python that cannot run the hub
@@ -580,3 +581,79 @@ def test_the_runtime_requirements_are_what_hub_imports():
 def test_dev_requirements_include_the_runtime_ones():
     with open(os.path.join(REPO_ROOT, "requirements-dev.txt"), encoding="utf-8") as source:
         assert "-r requirements.txt" in source.read().splitlines()
+
+
+# ---------------------------------------------------------------- deploy/kubernetes, checked statically
+
+def _containerfile() -> dict:
+    """The Containerfile's instructions: {instruction: [arguments, ...]} (continuations joined)."""
+    with open(os.path.join(REPO_ROOT, "deploy", "kubernetes", "Containerfile"), encoding="utf-8") as source:
+        text = re.sub(r"\\\n\s*", " ", source.read())
+    instructions = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            instructions.setdefault(word.upper(), []).append(rest.strip())
+    return instructions
+
+
+def test_the_kubernetes_files_agree_with_each_other_and_with_the_checkout():
+    """No cluster and no container engine here: this checks what can be checked without them."""
+    yaml = pytest.importorskip("yaml")
+    folder = os.path.join(REPO_ROOT, "deploy", "kubernetes")
+    with open(os.path.join(folder, "cronjob.yaml"), encoding="utf-8") as source:
+        cronjob = yaml.safe_load(source)
+    with open(os.path.join(folder, "pvc.yaml"), encoding="utf-8") as source:
+        pvc = yaml.safe_load(source)
+    image = _containerfile()
+
+    assert (cronjob["apiVersion"], cronjob["kind"]) == ("batch/v1", "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cronjob["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (container,) = pod["containers"]
+    assert container["image"].endswith(":" + hub.__version__)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in container["env"]}
+
+    # the log folder: on the claim of pvc.yaml, where HUB_LOG_DIR points (in the pod and the image)
+    log_mount = mounts[env["HUB_LOG_DIR"]]
+    assert volumes[log_mount["name"]]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert "HUB_LOG_DIR=%s" % env["HUB_LOG_DIR"] in image["ENV"][0].split()
+    # Passwords.json: from a Secret, mounted read-only where -p looks
+    args = container["args"]
+    passwords = args[args.index("-p") + 1]
+    secret_mount = mounts[os.path.dirname(passwords)]
+    assert secret_mount["readOnly"] is True
+    assert "secret" in volumes[secret_mount["name"]]
+    # the image runs as the user the pod asks for, and its default command is the CronJob's
+    uid = pod["securityContext"]["runAsUser"]
+    assert "--uid %d" % uid in image["RUN"][0] and image["USER"] == ["%d:%d" % (uid, pod["securityContext"]["runAsGroup"])]
+    assert json.loads(image["CMD"][0]) == args
+    # the entry point is the venv's Python and the wrapper, both made or copied by the Containerfile
+    workdir = image["WORKDIR"][0]
+    python, script = json.loads(image["ENTRYPOINT"][0])
+    assert python == workdir + "/.venv/bin/python" and any("-m venv .venv" in run for run in image["RUN"])
+    copied = " ".join(image["COPY"]).split()
+    assert os.path.basename(script) in copied and os.path.dirname(script) == workdir
+    # every COPY source exists in the checkout (the build context)
+    for arguments in image["COPY"]:
+        for source in arguments.split()[:-1]:
+            assert os.path.exists(os.path.join(REPO_ROOT, source)), source
+    # -i names the Integration.json the image holds
+    integrations = args[args.index("-i") + 1]
+    assert any(c.split()[-1] == os.path.basename(integrations) for c in image["COPY"])
+
+
+def test_the_readme_and_the_deploy_files_name_this_version():
+    """The version is written in hub/__init__.py; the image tags in the docs follow it."""
+    tags = set(re.findall(r"integration-hub:(\d+\.\d+\.\d+)", README))
+    for name in ("Containerfile", "cronjob.yaml"):
+        with open(os.path.join(REPO_ROOT, "deploy", "kubernetes", name), encoding="utf-8") as source:
+            tags.update(re.findall(r"integration-hub:(\d+\.\d+\.\d+)", source.read()))
+    tags.update(re.findall(r"IntegrationWrapper\.py (\d+\.\d+\.\d+)", README))
+    assert tags == {hub.__version__}
