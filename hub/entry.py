@@ -37,11 +37,6 @@ EXIT_USAGE = 2  # hub.vocabulary.EXIT_USAGE; not imported, since vocabulary need
 # (these, requirements.txt, the imports of hub/) in step.
 REQUIRED = (
     ("dateutil.tz", "python-dateutil"),
-    # Transitional, until the http.client rewrite of hub/api.py is merged: this branch's hub still
-    # imports these three. Drop them here and in requirements.txt together (the test says when).
-    ("requests", "requests"),
-    ("onevizion", "onevizion"),
-    ("urllib3", "urllib3"),
 )
 
 # The folder that holds the hub package: a checkout (the root scripts, requirements.txt and
