@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""IntegrationWrapperRunController: see README.md, or run with --help."""
+"""IntegrationWrapperRunController: see README.md, or run with --help.
+
+hub.entry first checks that this Python can run the hub (3.9 or newer, the packages of
+requirements.txt), so keep this file readable by any Python: no newer syntax here.
+"""
 import sys
 
-from hub.run_controller import main
+from hub.entry import run_controller
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_controller())

@@ -21,7 +21,7 @@ import sys
 import textwrap
 from typing import Callable, Iterable, List, Optional, Sequence
 
-from hub import vocabulary
+from hub import __version__, vocabulary
 from hub.errors import HubError
 from hub.schema import default_schema_json
 
@@ -120,6 +120,9 @@ class _PrintDefaultSchema(argparse.Action):
 # ---------------------------------------------------------------- shared flags
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    # Like --help, --version prints and exits before -p is required.
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__,
+                        help="print the script's name and the hub's version, and exit")
     parser.add_argument("-p", "--passwords", metavar="FILE", required=True,
                         help="Passwords.json: the OneVizion URL and credentials (keep it mode 0600)")
     parser.add_argument("-s", "--schema", metavar="FILE",

@@ -28,8 +28,19 @@ import json
 import os
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PASSWORDS_EXAMPLE = os.path.join(REPO_ROOT, "Passwords.example.json")
-INTEGRATIONS_EXAMPLE = os.path.join(REPO_ROOT, "Integration.example.json")
+
+
+def _example(name: str) -> str:
+    """The repository's example file in a checkout; in an installed copy (pip install .), the
+    copy packaged in sandbox/examples/ (links to the repository's files, resolved at build)."""
+    in_checkout = os.path.join(REPO_ROOT, name)
+    if os.path.exists(in_checkout):
+        return in_checkout
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples", name)
+
+
+PASSWORDS_EXAMPLE = _example("Passwords.example.json")
+INTEGRATIONS_EXAMPLE = _example("Integration.example.json")
 
 VERSION = "24.1.0-sandbox"
 
