@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 import time
 from typing import Optional, Sequence
@@ -47,7 +46,7 @@ def add_log(ctx: context.Context, args) -> int:
         if refusal:
             raise UsageError(f"-f {args.file}: {refusal}; nothing was sent")
     fields = record_fields(ctx, args, now)
-    suffix = f"X{int(now * 1000):x}{secrets.token_hex(2)}"
+    suffix = f"X{int(now * 1000):x}{os.urandom(2).hex()}"
     target = target_run(ctx, args)
     if target is None:   # OneVizion unreachable and nothing local: the run that is Running now, later
         ctx.journal.add_loose(args.integration_id, os.environ.get("HUB_RUN_ID"), suffix, now, json.dumps(fields), path)

@@ -23,7 +23,6 @@ import enum
 import json
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Mapping, Optional
 
 
@@ -116,6 +115,7 @@ def parse_retry_after(value: Optional[str], now: Callable[[], float] = time.time
     try:
         seconds = float(value)
     except ValueError:
+        from email.utils import parsedate_to_datetime
         try:
             seconds = parsedate_to_datetime(value).timestamp() - now()
         except (TypeError, ValueError, IndexError, OverflowError):

@@ -14,7 +14,6 @@ configuration-related from hub.config.
 from __future__ import annotations
 
 import base64
-import hashlib
 import datetime
 import json
 import math
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
-from dateutil import tz
 
 from hub.errors import UsageError
 from hub.schema import (DEFAULT_SCHEMA, IntegrationSchema, LogSchema, RunSchema,  # noqa: F401
@@ -69,11 +67,13 @@ class Installation:
         name or access key, never a secret."""
         if self.user_name is not None:
             return "%s|%s" % (self.url, self.user_name)
+        import hashlib
         return "%s|key:%s" % (self.url, hashlib.sha256(self.access_key.encode("utf-8")).hexdigest()[:16])
 
     def tzinfo(self) -> datetime.tzinfo:
-        """The zone date-times are written in: Timezone, else the machine's local zone."""
-        return tz.gettz(self.timezone_name) if self.timezone_name else tz.tzlocal()
+        """The zone named by Timezone, else the machine's local zone."""
+        from hub.zones import zone
+        return zone(self.timezone_name)
 
     def secrets(self) -> Tuple[str, ...]:
         """Every secret value, so that logs and messages can redact them."""
@@ -173,6 +173,7 @@ def _check_url(url: str, where: str) -> str:
 def _check_timezone(name: Optional[str], where: str) -> Optional[str]:
     if name is None:
         return None
+    from dateutil import tz   # imported here: most Passwords.json files name no Timezone
     # gettz also takes file paths and POSIX TZ strings such as "XYZ3"; only IANA names
     # are meant here, so those are refused as well.
     zone = None if name.startswith(("/", ".")) else tz.gettz(name)

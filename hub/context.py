@@ -141,8 +141,8 @@ class Context:
         return zone
 
     def now_text(self, at: Optional[float] = None) -> str:
-        from hub.delivery import _zone, format_time
-        return format_time(time.time() if at is None else at, _zone(self.timezone_name()))
+        from hub.zones import format_time, zone
+        return format_time(time.time() if at is None else at, zone(self.timezone_name()))
 
     # -- lookups before anything runs ---------------------------------------------------------------
 

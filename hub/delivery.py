@@ -19,16 +19,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime
 from typing import Callable, Dict, List, Optional
 
 from hub import lines as L
 from hub import uploads
+from hub.zones import format_time, zone
 from hub import spool as S
 from hub import vocabulary as V
 from hub.answers import Answer, Kind
 from hub.api import CallFailed, OneVizion, exact
-from hub.records import EOF_STREAM, NOTE_PREFIX, RecordMaker
 from hub.retry import Next, RetryPolicy, Throttle
 from hub.schema import Schema, field_value, schema_from_json
 from hub.state import ItemState, Job, JobKind, Outcome, RecordRow, Result, RunProgress
@@ -36,13 +35,14 @@ from hub.state import ItemState, Job, JobKind, Outcome, RecordRow, Result, RunPr
 MAX_WORKERS = 16
 PARSE_BYTES = 2 << 20            # raw output parsed at a time: bounds the memory a parse takes
 HOUSEKEEPING_SECONDS = 0.1       # how often an idle worker looks for records other processes added
+# While a child floods its pipes, delivery steps aside so that the reader threads have the
+# interpreter (and the machine's cores) to themselves: OneVizion could not keep up with such a
+# rate anyway, and the child must never wait. A flood that goes on still lets a job through now
+# and then, so that a long one does not stop delivery altogether.
+FLOOD_HOLD_SECONDS = 0.03
+FLOOD_DUTY_SECONDS = 0.25
 SYNC_PAGE = 2000                 # Log IDs read per request when an adopted run is checked
 _DELIVERED = Answer(Kind.DELIVERED, 200, "")
-
-
-def format_time(at: float, tz) -> str:
-    """OneVizion's date-time format, in the installation's time zone."""
-    return datetime.fromtimestamp(at, tz).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 class Engine:
@@ -63,6 +63,9 @@ class Engine:
         self.halted: Optional[str] = None       # why nothing more is sent (credentials refused)
         self.progress = 0                       # items finished (delivered, refused): the drain watches it
         self.network_in_flight = 0
+        self.busy = 0                           # workers inside a job
+        self.hold_until = 0.0                   # no new job before this, while a child floods
+        self._last_held_job = 0.0
         self._next_housekeeping = 0.0
         self._data_version = None
         self._schemas: Dict[str, Schema] = {}
@@ -81,19 +84,29 @@ class Engine:
             self.runs[run.key] = run
             if run.spool is not None:
                 run.spool.on_data = self.wake
+                run.spool.on_flood = self.hold
             self.lock.notify_all()
         self.start()
 
     def start(self) -> None:
+        """Two workers to begin with; more as jobs keep them all busy (up to max_workers), so a
+        helper script with one record starts no more threads than it needs."""
         with self.lock:
-            while len(self.threads) < self.max_workers:
-                thread = threading.Thread(target=self._work, name=f"delivery-{len(self.threads)}", daemon=True)
-                self.threads.append(thread)
-                thread.start()
+            while len(self.threads) < min(2, self.max_workers):
+                self._spawn()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"delivery-{len(self.threads)}", daemon=True)
+        self.threads.append(thread)
+        thread.start()
 
     def wake(self) -> None:
         with self.lock:
             self.lock.notify_all()
+
+    def hold(self) -> None:
+        """A child floods: start no new job for a moment (see FLOOD_HOLD_SECONDS)."""
+        self.hold_until = self.clock() + FLOOD_HOLD_SECONDS
 
     def stop(self, patience: float = 2.0) -> None:
         """Stop the workers. One inside a request to a hung server is not waited for past
@@ -138,7 +151,13 @@ class Engine:
             with self.lock:
                 if self.stopping:
                     return
+                now = self.clock()
+                if now < self.hold_until and now - self._last_held_job < FLOOD_DUTY_SECONDS:
+                    self.lock.wait(self.hold_until - now)
+                    continue
                 job = self._plan()
+                if job is not None and now < self.hold_until:
+                    self._last_held_job = now
                 if job is None:
                     self.lock.wait(self._idle_wait())
                     housekeeping = self.clock() >= self._next_housekeeping
@@ -148,6 +167,9 @@ class Engine:
                     housekeeping = False
                     if job.network:
                         self.network_in_flight += 1
+                    self.busy += 1
+                    if self.busy >= len(self.threads) and len(self.threads) < self.max_workers:
+                        self._spawn()
             if job is None:
                 if housekeeping:
                     self._housekeeping()
@@ -159,6 +181,7 @@ class Engine:
             with self.lock:
                 if job.network:
                     self.network_in_flight -= 1
+                self.busy -= 1
                 job.run.finish(job, result)
                 if result.outcome in (Outcome.DELIVERED, Outcome.REFUSED, Outcome.SKIPPED, Outcome.CREATED) or (
                         job.kind is JobKind.PARSE and result.records):
@@ -245,8 +268,8 @@ class Engine:
             pass   # the parse job wrote its records itself, before they could be sent
         elif kind is JobKind.SYNC:
             if result.found:
-                self.journal.drop_records([k for k in result.found if run.records.get(k) is not None
-                                           and run.records[k].state is ItemState.DELIVERED])
+                # Found and without a file to upload: delivered, out of memory and out of the journal.
+                self.journal.drop_records([k for k in result.found if k not in run.records])
         elif job.record is not None:
             if result.outcome in (Outcome.RETRY, Outcome.STOP):
                 return
@@ -291,7 +314,8 @@ class Engine:
         if not chunks:
             return Result(Outcome.SKIPPED)
         schema = self.schema(run)
-        tz = _zone(settings.get("timezone"))
+        from hub.records import EOF_STREAM, NOTE_PREFIX, RecordMaker   # only a wrapper parses output
+        tz = zone(settings.get("timezone"))
         maker = RecordMaker(settings.get("cwd") or "/", bool(settings.get("read_stdout", True)), self._policy(run),
                             max(1, int(self.throttle.limit)), dict(row.parse.leftover), row.parse.next_seq,
                             message_limit=schema.log.message_limit, description_limit=schema.log.description_limit,
@@ -594,12 +618,3 @@ class Engine:
         self._refused_paths.add(decision.path)
         self.log.warning("run %s: %s", run.key, decision.log_message())
 
-
-_zones: Dict[Optional[str], object] = {}
-
-
-def _zone(name: Optional[str]):
-    if name not in _zones:
-        from dateutil import tz
-        _zones[name] = tz.gettz(name) if name else tz.tzlocal()
-    return _zones[name]

@@ -27,7 +27,6 @@ than Python 2.7 (no f-strings, no annotations, no `from __future__ import annota
 import os
 import sys
 
-import hub
 
 MINIMUM_PYTHON = (3, 9)
 EXIT_USAGE = 2  # hub.vocabulary.EXIT_USAGE; not imported, since vocabulary needs Python 3.9

@@ -27,7 +27,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import socket
 import sqlite3
 import threading
@@ -188,7 +187,7 @@ class Owner:
     def __init__(self, folder: str):
         self.folder = os.path.join(folder, "owners")
         os.makedirs(self.folder, mode=0o700, exist_ok=True)
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.path = os.path.join(self.folder, self.id + ".lock")
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

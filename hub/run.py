@@ -13,7 +13,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import secrets
 import signal
 import threading
 import time
@@ -85,7 +84,7 @@ class SignalState:
 
 def new_run_key(integration_key: str, at: float) -> str:
     """Unique and sortable: the Integration ID, the start time, a short random suffix."""
-    return f"{integration_key}-{time.strftime('%Y%m%d%H%M%S', time.localtime(at))}-{secrets.token_hex(2)}"
+    return f"{integration_key}-{time.strftime('%Y%m%d%H%M%S', time.localtime(at))}-{os.urandom(2).hex()}"
 
 
 def checkbox(value) -> bool:

@@ -31,6 +31,7 @@ from hub import vocabulary as V
 FRAME = struct.Struct("<QBdI")       # chunk number, stream code, time read, data length
 SEGMENT_BYTES = 8 << 20               # a new segment file past this size
 MEMORY_LIMIT = 64 << 20               # bytes of output that may wait in memory when the disk refuses it
+FLOOD_BYTES = 256 << 10               # a pipe read this large: the child prints faster than anyone reads
 RETRY_SECONDS = 1.0
 
 STDOUT, STDERR, NOTE_INFO, NOTE_WARNING, NOTE_ERROR, END = 1, 2, 3, 4, 5, 6
@@ -91,6 +92,7 @@ class Spool:
         self._abandon_wait = False
         self.held_back = 0.0              # seconds the reader waited for memory
         self.on_data: Callable[[], None] = lambda: None
+        self.on_flood: Callable[[], None] = lambda: None
 
     # -- opening an existing spool (an adopted run) -------------------------------------------------
 
@@ -136,6 +138,8 @@ class Spool:
                 self._retry_disk()
             self.chunks.append(chunk)
             self._wait_for_memory()
+        if len(data) >= FLOOD_BYTES:
+            self.on_flood()
         self.on_data()
 
     def note(self, message_type: str, text: str, at: Optional[float] = None) -> None:

@@ -181,6 +181,7 @@ class RunProgress:
         self.files: Deque[str] = collections.deque()      # created records that owe their file
         self.retry: Dict[object, RetryState] = collections.defaultdict(RetryState)
         self.in_flight: set = set()
+        self.done_helper_records: set = set()
         self.needs_sync = sync
         self.delivered = 0                   # records delivered by this process
         self.files_sent = 0                  # files uploaded into records by this process
@@ -196,7 +197,7 @@ class RunProgress:
         return self.row.run_key
 
     def add_record(self, record: RecordRow) -> None:
-        if record.log_key in self.records:
+        if record.log_key in self.records or record.log_key in self.done_helper_records:
             return
         self.records[record.log_key] = record
         if record.state is ItemState.PENDING:
@@ -338,6 +339,8 @@ class RunProgress:
                         self._unqueue(log_key)
                         if record.state is ItemState.CREATED:
                             self.files.append(log_key)
+                        else:
+                            self.records.pop(log_key, None)
             return
         if result.outcome is Outcome.RETRY:
             self._requeue(job)
@@ -382,6 +385,10 @@ class RunProgress:
                 self.delivered += 1
                 if record.file_path and result.outcome is Outcome.DELIVERED:
                     self.files_sent += 1
+                # Delivered: nothing of it is needed any more (memory stays bounded by what is owed).
+                self.records.pop(record.log_key, None)
+                if record.origin == "helper":   # its journal row may linger a moment: never resend it
+                    self.done_helper_records.add(record.log_key)
             self.retry.pop(job.token, None)
 
     def want_run_file(self, seq: int, path: str) -> None:
