@@ -26,6 +26,7 @@ the journal is neither adopted nor delivered.
 from __future__ import annotations
 
 import datetime
+import difflib
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ from hub.answers import REDIRECTED, Kind
 from hub.api import CallFailed, exact
 from hub.errors import UsageError
 from hub.run import checkbox
-from hub.schema import did_you_mean, field_value
+from hub.schema import field_value
 
 OK, WARN, FAIL, SKIP = "\u2713", "!", "\u2717", "\u00b7"
 DASH = "\u2014"
@@ -130,8 +131,12 @@ def wants_colour(stream) -> bool:
 
 
 def _can_show(stream) -> bool:
+    """Whether the stream's encoding has the marks (cron with PYTHONIOENCODING=ascii has not)."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:   # a stream of text only (io.StringIO)
+        return True
     try:
-        (OK + WARN + FAIL + SKIP + DASH).encode(getattr(stream, "encoding", None) or "ascii")
+        (OK + WARN + FAIL + SKIP + DASH).encode(encoding)
     except (UnicodeEncodeError, LookupError):
         return False
     return True
@@ -340,7 +345,7 @@ def check_type(report: Report, schema, section: str, types: List[dict]) -> Optio
             report.fail(f"{wanted!r} is the label of {_name(ttype)}: use the name",
                         f'set {ref} to "{_name(ttype)}" in Schema.json')
             return None
-    guess = did_you_mean(wanted, [_name(t) for t in types if _name(t)])
+    guess = near_miss(wanted, [_name(t) for t in types if _name(t)])
     report.fail(f"no trackor type {wanted!r} ({ref}) that this user can read"
                 + (f"; did you mean {guess}?" if guess else ""),
                 f"create it in OneVizion, give the user's role access to it, or set {ref} in Schema.json to the "
@@ -432,9 +437,19 @@ def _missing_field(tname: str, wanted: str, ref: str, expected: Sequence[str], s
         if str(spec.get("label") or "").lower() == wanted.lower():
             return (f"{wanted!r} ({ref}) is the label of {tname}.{_name(spec)}: use the name",
                     f'set {ref} to "{_name(spec)}" in Schema.json')
-    guess = did_you_mean(wanted, [_name(s) for s in specs if _name(s)])
+    guess = near_miss(wanted, [_name(s) for s in specs if _name(s)])
     return (f"{tname} has no field {wanted} ({ref})" + (f"; did you mean {guess}?" if guess else ""),
             f"create it in OneVizion ({' or '.join(expected)}), or set {ref} in Schema.json to the field you use")
+
+
+def near_miss(word: str, known: Sequence[str]) -> Optional[str]:
+    """The known name that differs from `word` only in case, or only a little (a typo); None when
+    nothing is that close (a loose guess between INT_NAME and INT_ENABLED would mislead)."""
+    by_lower = {k.lower(): k for k in known}
+    if word.lower() in by_lower:
+        return by_lower[word.lower()]
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.8)
+    return by_lower[close[0]] if close else None
 
 
 def _truthy(value) -> bool:
@@ -477,7 +492,7 @@ def check_values(report: Report, schema, section: str, mapped: Dict[str, dict]) 
         wanted, ref = getattr(part, key), f"{section}.{key}"
         if wanted in values:
             continue
-        near = did_you_mean(wanted, [v for v in values if v not in taken])
+        near = near_miss(wanted, [v for v in values if v not in taken])
         if wanted in labels and labels[wanted] != wanted:
             problems.append((f"{wanted!r} ({ref}) is the label of the {fname} value {labels[wanted]!r}: use the value",
                              f'set {ref} to "{labels[wanted]}" in Schema.json'))
@@ -590,7 +605,7 @@ def _similar(ctx, found: Found, name: str) -> str:
                             [found.integration_fields["name"]], per_page=50)
     except CallFailed:
         return ""
-    guess = did_you_mean(name, [str(field_value(r, found.integration_fields["name"])) for r in rows])
+    guess = near_miss(name, [str(field_value(r, found.integration_fields["name"])) for r in rows])
     return f"; did you mean {guess!r}?" if guess else ""
 
 
@@ -704,14 +719,15 @@ def check_variables(report: Report, entry, env: Dict[str, str], unset: List[str]
     if entry.shell:
         empty = [name for name in used if name not in env]
         if empty:
-            report.warn(f"{label}: ${{{', '.join(empty)}}} not set: /bin/sh will expand "
-                        f"{'it' if len(empty) == 1 else 'them'} to nothing",
-                    "set them in the environment cron gives the wrapper, or in the entry's Environment")
+            them = "it" if len(empty) == 1 else "them"
+            report.warn(f"{label}: {', '.join('${%s}' % name for name in empty)} not set: /bin/sh will expand "
+                        f"{them} to nothing",
+                        f"set {them} in the environment cron gives the wrapper, or in the entry's Environment")
     elif unset:
-        names = ", ".join("${%s}" % name for name in unset)
+        names, them = ", ".join("${%s}" % name for name in unset), "it" if len(unset) == 1 else "them"
         report.fail(f"{label}: ExecutablePath uses {names}, not set in the environment",
-                    "set it in the environment cron gives the wrapper (cron's is minimal), or in the entry's "
-                    "Environment")
+                    f"set {them} in the environment cron gives the wrapper (cron's is minimal), or in the entry's "
+                    f"Environment")
     elif used:
         report.ok(f"{label}: variables set: {', '.join(used)}")
     literal = sorted(name for name, value in entry.environment.items() if "${" in value)
