@@ -829,3 +829,47 @@ def test_near_miss_takes_case_and_typos_but_not_loose_guesses():
         "Executed without Warnings"
     assert check.near_miss("IL_FILES", ["IL_FILE", "IL_MESSAGE"]) == "IL_FILE"
     assert check.near_miss("INT_NAME", ["INT_ENABLED", "INT_LAST_RUN"]) is None
+
+
+# ---------------------------------------------------------------- the README's samples are real
+
+def _readme_sample(after: str) -> list:
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as readme:
+        text = readme.read()
+    block = text[text.index(after):].split("```\n", 2)[1]
+    return [line for line in block.splitlines() if not line.startswith("$") and line != "0"]
+
+
+def _comparable(lines, port) -> list:
+    """The lines that do not depend on this machine (paths of Passwords.json, programs, folders)."""
+    return [line.replace(f"127.0.0.1:{port}", "127.0.0.1:8080") for line in lines
+            if "readable only by its owner" not in line and "program /" not in line
+            and "working directory /" not in line]
+
+
+def test_the_readme_shows_what_check_prints_for_a_healthy_sandbox(sandboxes, run_check, monkeypatch):
+    sandbox = sandboxes()
+    monkeypatch.chdir(REPO_ROOT)
+    with open(os.path.join(REPO_ROOT, "Integration.example.json")) as example:
+        entries = json.load(example)
+    result = run_check(sandbox.url, entries=entries)
+    assert result.code == 0
+    assert _comparable(result.lines, sandbox.port) == _comparable(_readme_sample("Against a healthy installation"),
+                                                                  8080)
+
+
+def test_the_readme_shows_what_check_prints_for_a_broken_sandbox(sandboxes, run_check, monkeypatch):
+    sandbox = sandboxes(drop_fields=["IL_FILE"], mandatory_fields=["IntegrationRun.IR_APPROVER"],
+                        autogen_keys=["IntegrationRun"], timezone="Europe/Berlin")
+    monkeypatch.chdir(REPO_ROOT)
+    monkeypatch.delenv("SINCE", raising=False)
+    entries = [{"IntegrationName": "Example daily import",
+                "ExecutablePath": "python3 examples/daily_import.py --since ${SINCE}"},
+               {"IntegrationName": "Example Nightly Export", "ExecutablePath": "sh examples/nightly_export.sh",
+                "ExecutableWorkingDir": "/opt/exports"}]
+    assert not os.path.exists("/opt/exports")
+    result = run_check(sandbox.url, schema={"integration": {"enabled": "int_enabled"},
+                                            "run": {"ok": "Executed Without Warnings"}},
+                       entries=entries, Timezone="America/New_York")
+    assert result.code == 2
+    assert _comparable(result.lines, sandbox.port) == _comparable(_readme_sample("Against a broken one"), 8080)
