@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from hub import child as childmod
@@ -60,6 +60,7 @@ EXPECTED = {
 }
 # The fields the hub fills when it creates a run or a record (hub.run, hub.delivery); others come later.
 FILLED_AT_CREATE = {"run": ("status", "start"), "log": ("date_time", "message_type", "message", "description")}
+LOOKUP_KEYS = ("name", "enabled", "read_from_stdout")   # what a lookup of an Integration reads
 VALUES = {"run": ("status", ("running", "ok", "warnings")), "log": ("message_type", ("info", "warning", "error"))}
 WHAT = {"run": "run", "log": "Log record"}
 PORTAL = ("put the installation's own address in Passwords.json URL (https://host, no path): a portal, proxy "
@@ -149,7 +150,6 @@ class Found:
 
     integration_type: Optional[str] = None
     integration_fields: Optional[Dict[str, str]] = None
-    types: Dict[str, Optional[dict]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- the whole check
@@ -184,18 +184,17 @@ def check_passwords_file(report: Report, path: str) -> None:
 
 def check_connection(ctx, report: Report) -> bool:
     """Reachable (with TLS) and the server version, both from the public server_info."""
-    api, installation = ctx.api, ctx.installation
     try:
-        info = api.server_info(seconds=10.0)
+        info = ctx.api.server_info(seconds=10.0)
     except CallFailed as failed:
         if failed.answer.status is None:
             report.fail(*describe_failure(ctx, failed, "server_info"))
             return False
-        _reachable(ctx, report)
-        text, fix, code = describe_failure(ctx, failed, "server_info")
+        _reachable(ctx, report)   # something answered: the connection (and TLS) worked
+        text, fix, _ = describe_failure(ctx, failed, "server_info")
         if 400 <= failed.answer.status < 500:   # the public server_info: no OneVizion refuses it
-            text, fix, code = (f"{installation.url} does not answer like a OneVizion installation "
-                               f"({failed.answer.describe()} to GET /api/v3/server_info)", PORTAL, V.EXIT_UNREACHABLE)
+            text, fix = (f"{ctx.installation.url} does not answer like a OneVizion installation "
+                         f"({failed.answer.describe()} to GET /api/v3/server_info)", PORTAL)
         report.fail(text, fix, V.EXIT_UNREACHABLE)
         return False
     _reachable(ctx, report)
@@ -281,37 +280,52 @@ def describe_failure(ctx, failed: CallFailed, what: str) -> Tuple[str, str, int]
 # ---------------------------------------------------------------- schema
 
 def check_schema(ctx, report: Report) -> Found:
-    """Types, relations, key generation, fields, mandatory fields, drop-down values."""
+    """Types, relations, key generation, then fields, mandatory fields, drop-down values. Returns
+    what the entry checks need to look Integrations up."""
     schema = ctx.schema
     as_given = Found(schema.integration.trackor_type,
-                     {key: getattr(schema.integration, key) for key in ("name", "enabled", "read_from_stdout")})
+                     {key: getattr(schema.integration, key) for key in LOOKUP_KEYS})
     try:
         types = [t for t in ctx.api.schema_types() if isinstance(t, dict)]
     except CallFailed as failed:
         report.fail(*describe_failure(ctx, failed, "the trackor types"))
         report.skip("not checked: trackor types, relations, key generation, fields, mandatory fields, drop-down "
                     "values (the schema could not be read)")
-        return as_given
+        return as_given   # the lookups may still work for a user who may read trackors, not the schema
+    present = check_types(report, schema, types)
+    if not present:
+        return Found()
+    try:
+        specs = ctx.api.schema_fields([_name(t) for t in present.values()])
+    except CallFailed as failed:
+        report.fail(*describe_failure(ctx, failed, "the fields"))
+        report.skip("not checked: fields, mandatory fields, drop-down values (the fields could not be read)")
+        return as_given if "integration" in present else Found()
+    mapped = check_all_fields(report, schema, present, fields_by_type(specs, list(present.values())))
+    integration = mapped.get("integration", {})
+    if "name" not in integration:
+        return Found()
+    return Found(_name(present["integration"]),
+                 {key: _name(spec) for key, spec in integration.items() if key in LOOKUP_KEYS})
+
+
+def check_types(report: Report, schema, types: List[dict]) -> Dict[str, dict]:
+    """Each mapped type, the two relations, key generation; the types found, by section."""
     found = {section: check_type(report, schema, section, types) for section in SECTIONS}
     check_relation(report, found, "run", "integration")
     check_relation(report, found, "log", "run")
     for section in ("run", "log"):
         if found[section] is not None:
             check_key_generation(report, section, found[section])
-    present = {section: t for section, t in found.items() if t is not None}
     for section in SECTIONS:
-        if section not in present:
+        if found[section] is None:
             report.skip(f"not checked: the fields of {section}.trackor_type (no such type)")
-    if not present:
-        return Found(None, None, found)
-    try:
-        specs = ctx.api.schema_fields([t["name"] for t in present.values()])
-    except CallFailed as failed:
-        report.fail(*describe_failure(ctx, failed, "the fields"))
-        report.skip("not checked: fields, mandatory fields, drop-down values (the fields could not be read)")
-        return Found(_name(present.get("integration")), as_given.integration_fields if "integration" in present
-                     else None, found)
-    by_type = fields_by_type(specs, list(present.values()))
+    return {section: ttype for section, ttype in found.items() if ttype is not None}
+
+
+def check_all_fields(report: Report, schema, present: Dict[str, dict],
+                     by_type: Dict[str, List[dict]]) -> Dict[str, Dict[str, dict]]:
+    """Fields of each type, then mandatory fields, then drop-down values; the mapped fields found."""
     of = {section: by_type.get(_name(ttype).lower(), []) for section, ttype in present.items()}
     mapped = {section: check_fields(report, schema, section, ttype, of[section]) for section, ttype in present.items()}
     for section in ("run", "log"):
@@ -320,12 +334,7 @@ def check_schema(ctx, report: Report) -> Found:
     for section in ("run", "log"):
         if section in present:
             check_values(report, schema, section, mapped[section])
-    integration = mapped.get("integration", {})
-    if "integration" not in present or "name" not in integration:
-        return Found(None, None, found)
-    return Found(present["integration"]["name"],
-                 {key: _name(spec) for key, spec in integration.items() if key in ("name", "enabled",
-                                                                                    "read_from_stdout")}, found)
+    return mapped
 
 
 def _name(spec: Optional[dict]) -> str:
