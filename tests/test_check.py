@@ -625,6 +625,28 @@ def test_two_integrations_with_one_name(sandboxes, run_check):
                       f"the wrapper would use INT-1 {check.DASH} give each Integration its own name")
 
 
+def test_a_failed_lookup_is_one_clear_line(sandboxes, run_check):
+    sandbox = sandboxes()
+    sandbox.add_rule(path="^/api/v3/trackor_types/Integration/trackors$", status=500,
+                     body="Internal Server Error: NullPointerException")
+    result = run_check(sandbox.url, entries=[entry()])
+    assert result.code == 3
+    result.find(FAIL, "OneVizion answered 500 to GET /api/v3/trackor_types/Integration/trackors: Internal Server "
+                      "Error: NullPointerException", "try again later")
+    result.find(OK, "Example Daily Import: program")   # the local checks go on
+
+
+def test_a_bad_schema_json_is_exit_2_naming_the_key(sandboxes, tmp_path, capsys):
+    from hub.wrapper import main
+    sandbox = sandboxes()
+    schema = _write(tmp_path / "Schema.json", {"run": {"stauts": "IR_STATUS"}})
+    code = main(["-p", write_passwords(tmp_path, sandbox.url), "--check", "-s", schema, "--log-dir",
+                 str(tmp_path / "log")])
+    assert code == 2
+    assert 'run: unknown key "stauts" (did you mean "status"?)' in capsys.readouterr().err
+    assert sandbox.stats()["total"] == 0
+
+
 def test_disabled_is_a_warning_and_read_from_stdout_is_information(sandboxes, run_check):
     sandbox = sandboxes()
     key = add_integration(sandbox, "Quiet One", enabled=0, read_stdout=0)
