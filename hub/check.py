@@ -18,7 +18,8 @@ One line per check, in the order an administrator fixes them:
                  ${VAR}s, UploadDirs
 
 Exit 0 when no line is ✗ (warnings allowed); 3 when OneVizion cannot be reached, does not answer
-like OneVizion or refuses the credentials (nothing after that is checked); else 2. Every request is
+like OneVizion or refuses the credentials (then nothing after that is checked; a later request with
+no answer, a 5xx, a redirect or a page also makes it 3); else 2. Every request is
 a GET through hub.api (ctx.api), every failed one described from its hub.answers classification;
 the journal is neither adopted nor delivered.
 """
