@@ -157,7 +157,8 @@ def wrapper_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     parser.add_argument("-i", "--integrations", metavar="FILE",
                         help="Integration.json: the list of integrations to run "
-                             "(required unless --replay)")
+                             "(required unless --replay, --status or --discard; with --check: its entries "
+                             "are checked too)")
     parser.add_argument("--name", metavar="NAME", action="append",
                         help="run only the entry with this IntegrationName; repeat for several")
     parser.add_argument("--control-process", metavar="NAME",
@@ -175,6 +176,11 @@ def wrapper_parser() -> argparse.ArgumentParser:
     parser.add_argument("--discard", metavar="KEY",
                         help="drop a run (with all it owes) or one record (its Log ID) from the journal for "
                              "good")
+    parser.add_argument("--check", action="store_true",
+                        help="a read-only preflight against the installation (and, with -i, the entries of "
+                             "Integration.json): one line per check, with what to do about each problem; "
+                             "exit 0 all passed (warnings allowed), 2 a problem in the schema or the files, "
+                             "3 unreachable or credentials refused")
     parser.add_argument("--max-upload-mb", metavar="N", type=positive_number,
                         default=vocabulary.DEFAULT_MAX_UPLOAD_MB,
                         help="largest file uploaded from a stdout line, in MB (default: %(default)s)")
@@ -245,7 +251,7 @@ def run_controller_parser() -> argparse.ArgumentParser:
 
 def _check_wrapper(args: argparse.Namespace) -> Optional[str]:
     modes = [flag for flag, value in (("--replay", args.replay), ("--status", args.status),
-                                      ("--discard", args.discard)) if value]
+                                      ("--discard", args.discard), ("--check", args.check)) if value]
     if len(modes) > 1:
         return "argument %s: not allowed with %s" % (modes[1], modes[0])
     if args.retry_refused and not args.replay:
@@ -253,9 +259,9 @@ def _check_wrapper(args: argparse.Namespace) -> Optional[str]:
     if not modes:
         if args.integrations is None:
             return ("the following arguments are required: -i/--integrations "
-                    "(unless --replay, --status or --discard)")
+                    "(unless --replay, --status, --discard or --check)")
         return None
-    given = [flag for flag, value in (("-i/--integrations", args.integrations),
+    given = [flag for flag, value in (("-i/--integrations", args.integrations and not args.check),
                                       ("--name", args.name),
                                       ("--control-process", args.control_process),
                                       ("--allow-overlap", args.allow_overlap)) if value]

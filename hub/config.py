@@ -18,6 +18,7 @@ import datetime
 import json
 import math
 import os
+import ssl
 import stat
 import types
 from dataclasses import dataclass, field
@@ -204,6 +205,11 @@ def _check_verify(verify_tls: Optional[bool], ca_bundle: Optional[str], path: st
     bundle = os.path.join(os.path.dirname(os.path.abspath(path)), os.path.expanduser(ca_bundle))
     if not os.path.isfile(bundle):
         raise UsageError("%s.CABundle: no such file: %s" % (where, bundle))
+    try:
+        # Loaded once here: a file that is not a PEM bundle would otherwise fail at the first request.
+        ssl.create_default_context(cafile=bundle)
+    except (ssl.SSLError, OSError, ValueError):
+        raise UsageError("%s.CABundle: %s holds no CA certificate (PEM) that can be loaded" % (where, bundle)) from None
     return bundle
 
 

@@ -17,6 +17,7 @@ from hub import config, schema as schema_module, vocabulary
 from hub.config import (DEFAULT_SCHEMA, Installation, IntegrationEntry, load_integrations,
                         load_passwords, load_schema)
 from hub.errors import UsageError
+from tests.test_bad_platform import self_signed  # noqa: F401 - a fixture: a real certificate for CABundle
 
 PASSWORD = "pa55-W0rd-XYZ"
 ACCESS = "ak-ACCESS-123"
@@ -85,6 +86,7 @@ BAD_PASSWORDS = [
     ("verify-type", installation(VerifyTLS="false"), ["installation.VerifyTLS: expected true or false"]),
     ("ca-missing", installation(CABundle="nope.pem"), ["installation.CABundle: no such file"]),
     ("ca-and-noverify", installation(CABundle="ca.pem", VerifyTLS=False), ['"CABundle"', '"VerifyTLS"']),
+    ("ca-not-pem", installation(CABundle="ca.pem"), ["installation.CABundle:", "holds no CA certificate (PEM)"]),
 ]
 
 
@@ -175,8 +177,9 @@ def test_timezone_and_local_default(tmp_path):
     assert local.timezone_name is None and local.tzinfo() is not None
 
 
-def test_verify_tls_and_ca_bundle_relative_to_the_file(tmp_path):
-    (tmp_path / "ca.pem").write_text("cert")
+def test_verify_tls_and_ca_bundle_relative_to_the_file(tmp_path, self_signed):
+    with open(self_signed[0]) as cert:
+        (tmp_path / "ca.pem").write_text(cert.read())
     inst, _ = load_passwords(write(tmp_path, installation(CABundle="ca.pem")))
     assert inst.verify == str(tmp_path / "ca.pem")
     off, _ = load_passwords(write(tmp_path, installation(VerifyTLS=False), name="p2.json"))
