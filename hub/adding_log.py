@@ -150,7 +150,7 @@ def deliver(ctx: context.Context, args, record: RecordRow, remote) -> int:
         if existing is not None and ctx.owner.alive(existing.owner) and existing.owner != ctx.owner.id:
             return wait_for_owner(ctx, record)
         if existing is not None:
-            adopted = ctx.adopt_orphans(keys=[record.run_key])
+            adopted = ctx.adopt_orphans(keys=[record.run_key], first=[record.log_key])
             if not adopted:   # its owner came back to life, or another helper took it: they deliver it
                 return wait_for_owner(ctx, record)
         else:
@@ -170,7 +170,8 @@ def wait_for_owner(ctx: context.Context, record: RecordRow) -> int:
         if row.state is ItemState.REFUSED:
             return refused(ctx, record, row.answer)
         run = ctx.journal.run(record.run_key)
-        if run is not None and not ctx.owner.alive(run.owner) and ctx.adopt_orphans(keys=[record.run_key]):
+        if run is not None and not ctx.owner.alive(run.owner) and \
+                ctx.adopt_orphans(keys=[record.run_key], first=[record.log_key]):
             return finish(ctx, record)
         time.sleep(0.01)
     ctx.console.warning(f"record {record.log_key} kept in the local journal; the wrapper delivering run "
@@ -183,8 +184,11 @@ def finish(ctx: context.Context, record: RecordRow) -> int:
     engine.wait([record.run_key], delivery_seconds())
     with engine.lock:
         run = engine.run(record.run_key)
-        mine = run.records.get(record.log_key, record)
-        state, answer = mine.state, mine.answer
+        mine = run.records.get(record.log_key)
+        if record.log_key in run.done_helper_records:
+            state, answer = ItemState.DELIVERED, None
+        else:
+            state, answer = (mine.state, mine.answer) if mine is not None else (record.state, record.answer)
         create_refused = run.row.create.refused and run.row.create.answer
     if state is ItemState.DELIVERED:
         code = delivered(ctx, record)

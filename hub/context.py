@@ -187,7 +187,8 @@ class Context:
 
     # -- recovery ------------------------------------------------------------------------------------
 
-    def adopt_orphans(self, retry_refused: bool = False, keys: Optional[List[str]] = None) -> List[str]:
+    def adopt_orphans(self, retry_refused: bool = False, keys: Optional[List[str]] = None,
+                      first: Optional[List[str]] = None) -> List[str]:
         """Take over every run of this installation whose process is gone, and hand it to the
         engine: a wrapper's run without a final status is closed as abandoned first. Records
         whose run could not be told when they were journaled find it first."""
@@ -217,6 +218,7 @@ class Context:
             run = RunProgress(row, records, spool,
                               sync=any(r.state is ItemState.PENDING for r in records) and not row.create.owed)
             run.retry["create"].ambiguous = True   # the gone process may have sent it
+            run.first = [k for k in (first or ()) if k in run.records]
             if retry_refused:
                 run.retry_refused()
                 self.journal.put_records(row.run_key, [r for r in run.records.values()

@@ -182,6 +182,7 @@ class RunProgress:
         self.retry: Dict[object, RetryState] = collections.defaultdict(RetryState)
         self.in_flight: set = set()
         self.done_helper_records: set = set()
+        self.first: List[str] = []          # Log IDs to send before anything else (a helper's own)
         self.needs_sync = sync
         self.delivered = 0                   # records delivered by this process
         self.files_sent = 0                  # files uploaded into records by this process
@@ -252,6 +253,14 @@ class RunProgress:
         """The next job of this run, or None. `network`: a request may start now;
         `records_wanted`: how many formed records the engine would like waiting (parse when fewer)."""
         row = self.row
+        if network and self.first and not row.create.owed and not self.blocked():
+            # This process's own record, never sent by anyone: it goes before the others, and
+            # needs no check of what an earlier process may have sent.
+            log_key = self.first.pop()
+            record = self.records.get(log_key)
+            if record is not None and record.state is ItemState.PENDING and log_key in self.ready:
+                self._unqueue(log_key)
+                return self._start(Job(JobKind.CREATE_RECORD, self, record=record), log_key)
         if network and self.needs_sync and not row.create.owed and not self.blocked():
             return self._start(Job(JobKind.SYNC, self), "sync") if "sync" not in self.in_flight else None
         if "sync" in self.in_flight:
