@@ -125,6 +125,18 @@ class Stats:
     def __init__(self):
         self._lock = threading.Lock()
         self._counts = Counter()
+        self._in_flight = 0
+
+    def enter(self):
+        """An API request begins: how many are served at once is kept as "in_flight_max"."""
+        with self._lock:
+            self._in_flight += 1
+            if self._in_flight > self._counts["in_flight_max"]:
+                self._counts["in_flight_max"] = self._in_flight
+
+    def leave(self):
+        with self._lock:
+            self._in_flight -= 1
 
     def count(self, *kinds):
         with self._lock:
@@ -140,3 +152,4 @@ class Stats:
     def reset(self):
         with self._lock:
             self._counts.clear()
+            self._counts["in_flight_max"] = self._in_flight
