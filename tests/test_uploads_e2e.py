@@ -1,0 +1,205 @@
+"""Printed paths upload only what the child meant to hand over (issue 13; SPEC §3 UploadDirs, §5 step 7,
+§6 -f), end to end: real children (tests/fixtures), the real wrapper (in-process, or as a process
+where its memory, its reads or a hang are the point), the sandbox over real HTTP, and the files
+read back from OneVizion's File fields byte for byte.
+
+Every refused path is shown three ways: its line is an ordinary record (no file), no file in the
+sandbox holds its bytes, and the hub's log says why, by path, once per path (each is printed twice).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+import requests
+
+import sandbox as sandbox_pkg
+import sandbox.server
+from tests.hubtest import FIXTURES, fixture_command
+
+MB = 1000 * 1000
+# Eight lines naming 50 MB files: the sandbox's 20 MiB request cap would refuse them (413); a
+# real installation takes them. The test raises the cap of its in-process sandbox only.
+LARGE_BODY = 64 << 20
+
+
+# ---------------------------------------------------------------- helpers
+
+def only_run(hub, key):
+    runs = hub.runs(key)
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def download(hub, trackor_id, field):
+    """A File field's bytes as OneVizion serves them (GET .../file/{field}); None when empty."""
+    answer = requests.get(f"{hub.sandbox.url}/api/v3/trackor/{trackor_id}/file/{field}", auth=hub.auth, timeout=60)
+    if answer.status_code == 404:
+        return None
+    assert answer.status_code == 200, answer.text
+    return answer.content
+
+
+def stored_files(hub):
+    """Every file the sandbox holds, as (file name, bytes)."""
+    store = hub.sandbox.store
+    with store.lock:
+        return [(name, bytes(data)) for name, data in store.db.execute("SELECT file_name, data FROM blobs")]
+
+
+def why_not(hub, path):
+    """The hub's log lines saying why `path` (exactly) was not uploaded ("run KEY: PATH: not uploaded: WHY")."""
+    return [line for line in hub.hub_log().splitlines() if f": {path}: not uploaded: " in line]
+
+
+def assert_refused_once(hub, path, reason):
+    lines = why_not(hub, path)
+    assert len(lines) == 1, (path, lines)
+    assert reason in lines[0].split(f": {path}: not uploaded: ", 1)[1], lines[0]
+
+
+def assert_ordinary_lines(hub, run_key, texts):
+    """Each text is a line of the run (merged records unfolded: a flood of lines shares records),
+    of type Info, and no record of the run holds a file."""
+    records = hub.logs(run_key)
+    assert all(r["IL_FILE"] is None for r in records), [r for r in records if r["IL_FILE"]]
+    lines = hub.lines(run_key, "Info")
+    for text in texts:
+        assert text in lines, (text, lines)
+
+
+def content(size, seed):
+    """Bytes that make a wrong or shifted upload show: every byte value, then a pattern of the seed."""
+    head = bytes(range(256)) + b"\r\n--boundary-like--\r\n\0"
+    block = bytes((seed * 31 + i * 7) % 256 for i in range(4093))
+    return (head + block * (size // len(block) + 1))[:size]
+
+
+class Watch(threading.Thread):
+    """Reads a running process's peak memory (VmHWM, /proc/PID/status) and bytes read (rchar,
+    /proc/PID/io) every 10 ms until it exits; `peak_mb` and `read_mb` are the last values read."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.rchar = pid, 0, 0
+        self.start()
+
+    def run(self):
+        while True:
+            try:
+                with open(f"/proc/{self.pid}/status") as status:
+                    fields = dict(line.split(":", 1) for line in status if ":" in line)
+                if fields.get("State", "").strip().startswith("Z"):
+                    return      # a zombie: its memory is gone, the last values stand
+                with open(f"/proc/{self.pid}/io") as io:
+                    counters = dict(line.split(":", 1) for line in io if ":" in line)
+            except OSError:
+                return
+            if "VmHWM" in fields:
+                self.peak_kb = max(self.peak_kb, int(fields["VmHWM"].split()[0]))
+            self.rchar = max(self.rchar, int(counters.get("rchar", "0")))
+            time.sleep(0.01)
+
+    @property
+    def peak_mb(self):
+        return self.peak_kb / 1024
+
+    @property
+    def read_mb(self):
+        return self.rchar / MB
+
+
+def hold_final_status(hub, seconds=1.5):
+    """Delay the answer to the run's final status (after it is stored): the wrapper owes nothing
+    else by then, so a Watch sees its memory and reads after every upload."""
+    return hub.sandbox.add_rule(method="PUT", path=r"^/api/v3/trackors/\d+$", body_contains="IR_FINISH",
+                                delay_ms=int(seconds * 1000), after_commit=True, times=1)
+
+
+def hold_deliveries(hub):
+    """Every Log record create and every file upload answered 503 (not stored) until the rule is
+    removed: the lines are read and judged, their delivery comes later."""
+    return hub.sandbox.add_rule(method="POST", status=503,
+                                path=r"^/api/v3/(trackor_types/IntegrationLog/trackors|trackor/\d+/file/)")
+
+
+def run_wrapper_process(hub, integrations, *args, timeout=120):
+    """IntegrationWrapper.py as a real process, watched; (exit code, stdout, stderr, Watch, seconds)."""
+    started = time.monotonic()
+    process = hub.spawn("IntegrationWrapper.py", "-i", integrations, *args)
+    watch = Watch(process.pid)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except BaseException:
+        process.kill()
+        process.communicate()
+        raise
+    watch.join(5)
+    return process.returncode, out, err, watch, time.monotonic() - started
+
+
+@pytest.fixture
+def tmpdir_env(tmp_path, monkeypatch):
+    """A temp folder of the test's own as $TMPDIR: then the rest of tmp_path (itself under /tmp) is
+    outside the default UploadDirs."""
+    folder = tmp_path / "temp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    return folder
+
+
+# ---------------------------------------------------------------- refused: the never list and UploadDirs
+
+def test_ls_in_the_hubs_folder_logs_the_names_and_uploads_nothing(hub):
+    """The README's cron lines cd into the hub's folder: `ls` there names Passwords.json (the hub's
+    own, password inside) and log/. The lines are records; nothing is uploaded."""
+    key = hub.add_integration("Lister")
+    work = hub.tmp                                   # holds hub.passwords and hub.log_dir
+    os.makedirs(os.path.join(work, "conf"))
+    integrations = os.path.join(work, "conf", "Integration.json")
+    with open(integrations, "w") as out:
+        json.dump([{"IntegrationName": "Lister", "ExecutablePath": "ls", "ExecutableWorkingDir": work}], out)
+    assert hub.wrapper(integrations) == 0
+    run = only_run(hub, key)
+    assert sorted(hub.lines(run["TRACKOR_KEY"])) == ["Passwords.json", "conf", "log"]
+    assert_ordinary_lines(hub, run["TRACKOR_KEY"], ["Passwords.json"])
+    assert run["IR_FILE"] is None and stored_files(hub) == []
+    assert_refused_once(hub, os.path.join(work, "Passwords.json"), "it is the Passwords.json the hub was given")
+    assert sandbox_pkg.PASSWORD not in hub.hub_log()
+
+
+def test_secrets_system_files_and_the_hubs_own_files_are_ordinary_lines(hub, tmp_path):
+    """/etc/shadow however it is named, the hub's journal and log, the wrapper's environment by
+    //proc and by a link into /proc, and the wrapper's open journal and log by /proc/self/fd/N:
+    each an ordinary line, not in OneVizion, the hub's log saying why once per path."""
+    key = hub.add_integration("Leaky")
+    work = hub.tmp
+    os.symlink("/proc/self/environ", os.path.join(work, "environ.txt"))
+    hub_log = os.path.join(hub.log_dir, "hub-%s.log" % time.strftime("%Y-%m-%d"))
+    up = "../" * (os.path.realpath(work).count("/") + 2)       # past the root: the kernel stops there
+    named = ["/etc/shadow", up + "etc/shadow", "log/journal.sqlite3", hub_log, "//proc/self/environ", "environ.txt"]
+    lines = [line for path in named for line in (path, path)]
+    integrations = hub.integrations_file({
+        "IntegrationName": "Leaky", "ExecutableWorkingDir": work,
+        "ExecutablePath": fixture_command("names_parent_fds.py", *lines, "--", "journal.sqlite3", "hub-")})
+    assert hub.wrapper(integrations) == 0            # 0: the fixture found the wrapper's journal and log open
+    run = only_run(hub, key)
+    printed = hub.lines(run["TRACKOR_KEY"])
+    fd_lines = sorted({line for line in printed if line.startswith("/proc/self/fd/")})
+    assert len(fd_lines) >= 2, printed
+    assert_ordinary_lines(hub, run["TRACKOR_KEY"], named + fd_lines)
+    assert len(printed) == len(lines) + 2 * len(fd_lines)
+    assert run["IR_FILE"] is None and stored_files(hub) == []
+
+    assert_refused_once(hub, "/etc/shadow", "it is outside UploadDirs")
+    assert_refused_once(hub, os.path.join(work, up + "etc/shadow"), "(its real path is /etc/shadow)")
+    assert_refused_once(hub, os.path.join(work, "log/journal.sqlite3"), "it is in the hub's log folder")
+    assert_refused_once(hub, hub_log, "it is in the hub's log folder")
+    assert_refused_once(hub, "/proc/self/environ", "it is under /proc")
+    assert_refused_once(hub, os.path.join(work, "environ.txt"), "it is under /proc")
+    for line in fd_lines:
+        assert_refused_once(hub, line, "it is under /proc")
