@@ -203,3 +203,66 @@ def test_secrets_system_files_and_the_hubs_own_files_are_ordinary_lines(hub, tmp
     assert_refused_once(hub, os.path.join(work, "environ.txt"), "it is under /proc")
     for line in fd_lines:
         assert_refused_once(hub, line, "it is under /proc")
+
+
+# ---------------------------------------------------------------- allowed: byte for byte, in the record and the run
+
+# (case, UploadDirs or None for the default, the folder the file is in (under tmp_path), TMPDIR (under
+#  tmp_path) or None for unset, and which of the other printed files are uploaded: notes.txt in the
+#  working directory, stray.txt in tmp_path/elsewhere (under /tmp, not under $TMPDIR))
+ALLOWED = [
+    ("the working directory", None, "work", "temp", {"notes.txt"}),
+    ("the temp folder $TMPDIR", None, "temp", "temp", {"notes.txt"}),
+    ("/tmp when $TMPDIR is unset", None, "elsewhere", None, {"notes.txt", "stray.txt"}),
+    ("an UploadDirs folder", ["../outbox"], "outbox", "temp", set()),
+    ('UploadDirs ["/"]: any folder', ["/"], "elsewhere", "temp", {"notes.txt", "stray.txt"}),
+]
+
+
+@pytest.mark.parametrize("case,upload_dirs,folder,tmpdir,others", ALLOWED, ids=[c[0] for c in ALLOWED])
+def test_an_allowed_file_arrives_byte_for_byte_in_its_record_and_the_run(hub, tmp_path, monkeypatch, case,
+                                                                         upload_dirs, folder, tmpdir, others):
+    key = hub.add_integration("Reporter")
+    work = tmp_path / "work"
+    for name in ("work", "temp", "outbox", "elsewhere"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    if tmpdir is None:
+        monkeypatch.delenv("TMPDIR", raising=False)
+        assert os.path.realpath(tmp_path).startswith("/tmp/")    # else this case proves nothing
+    else:
+        monkeypatch.setenv("TMPDIR", str(tmp_path / tmpdir))
+    data = content(300_000, seed=len(case))
+    report = tmp_path / folder / "report 1.bin"
+    report.write_bytes(data)
+    # Beside it: a file of the working directory, one elsewhere under /tmp, and the never list,
+    # which no UploadDirs lifts.
+    (work / "notes.txt").write_bytes(b"working notes\n")
+    stray = tmp_path / "elsewhere" / "stray.txt"
+    stray.write_bytes(b"stray\n")
+    files = {"report 1.bin": data, "notes.txt": b"working notes\n", "stray.txt": b"stray\n"}
+    lines = ["report 1.bin" if folder == "work" else str(report), "notes.txt", str(stray), hub.passwords,
+             os.path.join(hub.log_dir, "journal.sqlite3")]
+    entry = {"IntegrationName": "Reporter", "ExecutableWorkingDir": str(work),
+             "ExecutablePath": fixture_command("says.py", *("out:" + line for line in lines))}
+    if upload_dirs is not None:
+        entry["UploadDirs"] = upload_dirs
+    assert hub.wrapper(hub.integrations_file(entry)) == 0
+
+    run = only_run(hub, key)
+    records = hub.logs(run["TRACKOR_KEY"])
+    assert [r["IL_MESSAGE"] for r in records] == lines
+    uploaded = ["report 1.bin"] + [name for name in ("notes.txt", "stray.txt") if name in others]
+    for record, name in zip(records, ["report 1.bin", "notes.txt", "stray.txt"]):
+        if name in uploaded:
+            assert record["IL_FILE"]["file_name"] == name
+            assert download(hub, record["TRACKOR_ID"], "IL_FILE") == files[name]
+        else:
+            assert record["IL_FILE"] is None
+            assert_refused_once(hub, os.path.join(str(work), record["IL_MESSAGE"]), "it is outside UploadDirs")
+    assert records[3]["IL_FILE"] is None and records[4]["IL_FILE"] is None
+    # The run's File: the latest printed file that was uploaded.
+    assert run["IR_FILE"]["file_name"] == uploaded[-1]
+    assert download(hub, run["TRACKOR_ID"], "IR_FILE") == files[uploaded[-1]]
+    assert sorted(name for name, _ in stored_files(hub)) == sorted(uploaded + uploaded[-1:])
+    assert_refused_once(hub, hub.passwords, "it is the Passwords.json the hub was given")
+    assert_refused_once(hub, os.path.join(hub.log_dir, "journal.sqlite3"), "it is in the hub's log folder")
