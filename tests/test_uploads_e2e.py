@@ -266,3 +266,56 @@ def test_an_allowed_file_arrives_byte_for_byte_in_its_record_and_the_run(hub, tm
     assert sorted(name for name, _ in stored_files(hub)) == sorted(uploaded + uploaded[-1:])
     assert_refused_once(hub, hub.passwords, "it is the Passwords.json the hub was given")
     assert_refused_once(hub, os.path.join(hub.log_dir, "journal.sqlite3"), "it is in the hub's log folder")
+
+
+# ---------------------------------------------------------------- changed between the line and its delivery
+
+def test_a_file_swapped_for_a_fifo_before_delivery_neither_hangs_the_wrapper_nor_goes_up(hub, tmp_path):
+    """The line is read and judged a regular file; OneVizion answers 503 to its record and file
+    until the child has swapped the file for a FIFO nobody writes to; then delivery opens it."""
+    key = hub.add_integration("Swapper")
+    path = tmp_path / "work" / "result.csv"
+    path.parent.mkdir()
+    path.write_bytes(b"a,b\n1,2\n")
+    rule = hold_deliveries(hub)
+    integrations = hub.integrations_file({"IntegrationName": "Swapper", "ExecutableWorkingDir": str(path.parent),
+                                          "ExecutablePath": fixture_command("changes_before_delivery.py",
+                                                                            hub.sandbox.url, str(path), "fifo",
+                                                                            str(rule["id"]))})
+    code, out, err, _, seconds = run_wrapper_process(hub, integrations, timeout=60)
+    assert code == 0, err
+    assert seconds < 20
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert_ordinary_lines(hub, run["TRACKOR_KEY"], [str(path)])
+    assert run["IR_FILE"] is None and stored_files(hub) == []
+    assert_refused_once(hub, str(path), "it is not a regular file (a FIFO)")
+    assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)
+
+
+def test_a_file_swapped_for_a_fifo_while_the_run_waits_in_the_journal_does_not_hang_the_replay(hub, tmp_path):
+    """The wrapper leaves the line's record in the journal (OneVizion answers 503 to it); the file
+    becomes a FIFO; --replay delivers the record as an ordinary line, at once, every time."""
+    key = hub.add_integration("Swapper")
+    path = tmp_path / "result.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    rule = hold_deliveries(hub)
+    integrations = hub.integrations_file({"IntegrationName": "Swapper",
+                                          "ExecutablePath": fixture_command("says.py", f"out:{path}")})
+    assert hub.wrapper(integrations, "--drain-seconds", "1") == 75
+    assert hub.journal_rows("records WHERE file_path IS NOT NULL") == 1     # judged a file to upload
+    path.unlink()
+    os.mkfifo(path)
+    hub.sandbox.server.rules.remove(rule["id"])
+    for _ in range(2):
+        started = time.monotonic()
+        replay = hub.script("IntegrationWrapper.py", "--replay", timeout=60)
+        assert replay.returncode == 0, replay.stderr + replay.stdout
+        assert time.monotonic() - started < 10
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert_ordinary_lines(hub, run["TRACKOR_KEY"], [str(path)])
+    assert run["IR_FILE"] is None and stored_files(hub) == []
+    assert_refused_once(hub, str(path), "it is not a regular file (a FIFO)")
+    assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)
+
