@@ -467,10 +467,21 @@ class Journal:
     # -- the writes the hub makes -------------------------------------------------------------------
 
     def put_run(self, row: RunRow) -> None:
-        """Insert or replace a run's whole row (a run opened, a run-level item changed)."""
-        values = _run_values(row)
-        self._submit(_Op([(f"INSERT OR REPLACE INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
-                           f"({','.join('?' * len(_RUN_COLUMNS))})", values)]))
+        """Insert a run's row, or update every column of it but the parse position (a run
+        opened, a run-level item changed).
+
+        The parse position of an existing row is put_records' alone: a row taken while a parse
+        job commits its records still holds the position before them, and writing that back
+        would send the journal to output whose segment files are already released (the run
+        would then wait for that output for ever, and never close)."""
+        values = dict(zip(_RUN_COLUMNS, _run_values(row)))
+        kept = [c for c in _RUN_COLUMNS if c not in ("run_key", "parse")]
+        assignments = ",".join("last_activity=max(last_activity, ?)" if c == "last_activity" else f"{c}=?"
+                               for c in kept)
+        self._submit(_Op([
+            (f"UPDATE runs SET {assignments} WHERE run_key=?", tuple(values[c] for c in kept) + (row.run_key,)),
+            (f"INSERT OR IGNORE INTO runs({','.join(_RUN_COLUMNS)}) VALUES({','.join('?' * len(_RUN_COLUMNS))})",
+             tuple(values[c] for c in _RUN_COLUMNS))]))
 
     def put_records(self, run_key: str, records: Sequence[RecordRow], parse: Optional[ParseState] = None,
                     last_activity: Optional[float] = None, on_written: Optional[Callable[[], None]] = None) -> None:

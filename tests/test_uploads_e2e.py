@@ -319,3 +319,28 @@ def test_a_file_swapped_for_a_fifo_while_the_run_waits_in_the_journal_does_not_h
     assert_refused_once(hub, str(path), "it is not a regular file (a FIFO)")
     assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)
 
+
+def test_a_run_row_written_while_a_parse_commits_keeps_the_parse_position(tmp_path):
+    """The defect the replay test above found, without its timing: the wrapper's supervising
+    thread wrote the run's row (its final status) holding the parse position from before the
+    parse job that had just committed the output's end and released its segment file; the
+    journal went back to that position, and the run waited for output that was gone: every
+    later --replay spent its drain time and exited 75, and the run never closed."""
+    import logging
+
+    from hub.journal import Conditions, Journal
+    from hub.state import Origin, ParseState, RunRow
+
+    journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
+    row = RunRow("RUN-1", "installation", "INT-1", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
+    journal.put_run(row)
+    journal.put_records("RUN-1", [], ParseState(2, 5, {}, True), last_activity=9.0)   # a parse job's commit
+    row.final.fields = {"IR_STATUS": "Executed without Warnings"}                     # meanwhile, elsewhere
+    journal.put_run(row)                                                                # row.parse is still old
+    kept = journal.run("RUN-1")
+    assert (kept.parse.next_chunk, kept.parse.next_seq, kept.parse.ended) == (2, 5, True)
+    assert kept.last_activity == 9.0 and kept.final.fields == {"IR_STATUS": "Executed without Warnings"}
+    fresh = RunRow("RUN-2", "installation", "INT-1", Origin.WRAPPER, {}, started_at=1.0,
+                   parse=ParseState(3, 4, {}, False))
+    journal.put_run(fresh)                                                              # a new row: all of it
+    assert journal.run("RUN-2").parse.next_chunk == 3
