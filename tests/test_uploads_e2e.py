@@ -114,10 +114,10 @@ class Watch(threading.Thread):
 
 
 def hold_final_status(hub, seconds=1.5):
-    """Delay the answer to the run's final status (after it is stored): the wrapper owes nothing
-    else by then, so a Watch sees its memory and reads after every upload."""
+    """Answer the run's first final status with a 503 after `seconds` (it is sent again and lands):
+    the wrapper owes nothing else by then, so a Watch sees its memory and reads after every upload."""
     return hub.sandbox.add_rule(method="PUT", path=r"^/api/v3/trackors/\d+$", body_contains="IR_FINISH",
-                                delay_ms=int(seconds * 1000), after_commit=True, times=1)
+                                status=503, delay_ms=int(seconds * 1000), times=1)
 
 
 def hold_deliveries(hub):
@@ -344,3 +344,31 @@ def test_a_run_row_written_while_a_parse_commits_keeps_the_parse_position(tmp_pa
                    parse=ParseState(3, 4, {}, False))
     journal.put_run(fresh)                                                              # a new row: all of it
     assert journal.run("RUN-2").parse.next_chunk == 3
+
+
+def test_a_file_grown_past_the_limit_before_delivery_becomes_the_warning_and_is_not_read(hub, tmp_path):
+    """Printed at 0.5 MB under --max-upload-mb 1, grown to 500 MB before delivery (OneVizion answers
+    503 until then): the record is the Warning the SPEC describes, nothing is uploaded, and the
+    wrapper neither reads the file nor grows (the issue saw 2.5 GB)."""
+    key = hub.add_integration("Grower")
+    path = tmp_path / "work" / "export.dat"
+    path.parent.mkdir()
+    path.write_bytes(content(500_000, seed=3))
+    held = hold_final_status(hub)
+    rule = hold_deliveries(hub)
+    integrations = hub.integrations_file({"IntegrationName": "Grower", "ExecutableWorkingDir": str(path.parent),
+                                          "ExecutablePath": fixture_command("changes_before_delivery.py",
+                                                                            hub.sandbox.url, str(path),
+                                                                            "grow:%d" % (500 * MB), str(rule["id"]))})
+    code, out, err, watch, seconds = run_wrapper_process(hub, integrations, "--max-upload-mb", "1", timeout=60)
+    assert code == 0, err
+    run = only_run(hub, key)
+    [record] = hub.logs(run["TRACKOR_KEY"])
+    assert record["IL_MESSAGE_TYPE"] == "Warning" and record["IL_FILE"] is None
+    assert record["IL_DESCRIPTION"] == (f"{path}: file of 500.0 MB not uploaded: over the upload limit of 1 MB "
+                                        f"(--max-upload-mb)")
+    assert run["IR_FILE"] is None and stored_files(hub) == []
+    assert_refused_once(hub, str(path), "it is 500.0 MB, over the upload limit of 1 MB")
+    assert held["id"] not in [r["id"] for r in hub.sandbox.rules()]     # the Watch saw the wrapper after the uploads
+    print(f"\ngrown file: wrapper peak memory {watch.peak_mb:.1f} MB, read {watch.read_mb:.1f} MB in all")
+    assert 0 < watch.peak_mb < 100 and 0 < watch.read_mb < 100
