@@ -372,3 +372,83 @@ def test_a_file_grown_past_the_limit_before_delivery_becomes_the_warning_and_is_
     assert held["id"] not in [r["id"] for r in hub.sandbox.rules()]     # the Watch saw the wrapper after the uploads
     print(f"\ngrown file: wrapper peak memory {watch.peak_mb:.1f} MB, read {watch.read_mb:.1f} MB in all")
     assert 0 < watch.peak_mb < 100 and 0 < watch.read_mb < 100
+
+
+# ---------------------------------------------------------------- memory: uploads stream
+
+@pytest.fixture
+def uploads_in_flight(monkeypatch):
+    """Large request bodies for the in-process sandbox, and a count of the uploads a rule holds at
+    once (each has been received whole by then): {"now": n, "peak": n}."""
+    monkeypatch.setattr(sandbox.server, "MAX_BODY", LARGE_BODY)
+    counts, lock = {"now": 0, "peak": 0}, threading.Lock()
+    original = sandbox.server.Handler._ruled
+
+    def counted(handler, rule, path, query, body):
+        if "/file/" not in path:
+            return original(handler, rule, path, query, body)
+        with lock:
+            counts["now"] += 1
+            counts["peak"] = max(counts["peak"], counts["now"])
+        try:
+            return original(handler, rule, path, query, body)
+        finally:
+            with lock:
+                counts["now"] -= 1
+
+    monkeypatch.setattr(sandbox.server.Handler, "_ruled", counted)
+    return counts
+
+
+def write_large(path, size, seed):
+    """A file of `size` bytes unlike any other seed's; its SHA-256."""
+    import hashlib
+    block = content(1 << 20, seed)
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            piece = block[:min(left, len(block))]
+            out.write(piece)
+            digest.update(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def sha256_of(data):
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_eight_concurrent_50_mb_uploads_keep_the_wrappers_peak_memory_under_100_mb(hub, tmp_path, uploads_in_flight):
+    """Eight lines naming 50 MB files. Every record's upload is stored, then its answer held for
+    2 s: all eight are in flight at once, each sent whole (a hub holding a file's bytes would hold
+    400 MB then). The wrapper process's VmHWM stays under 100 MB; every file arrives byte for byte."""
+    key = hub.add_integration("Exporter")
+    work = tmp_path / "work"
+    work.mkdir()
+    digests = {}
+    for n in range(1, 9):
+        digests[f"part{n}.bin"] = write_large(work / f"part{n}.bin", 50 * MB, seed=n)
+    hub.sandbox.add_rule(method="POST", path=r"^/api/v3/trackor/\d+/file/IL_FILE$", after_commit=True,
+                         delay_ms=2000, json=1)
+    held = hold_final_status(hub)
+    integrations = hub.integrations_file({"IntegrationName": "Exporter", "ExecutableWorkingDir": str(work),
+                                          "ExecutablePath": fixture_command(
+                                              "says.py", *(f"out:part{n}.bin" for n in range(1, 9)))})
+    code, out, err, watch, seconds = run_wrapper_process(hub, integrations, timeout=300)
+    assert code == 0, err
+    assert held["id"] not in [r["id"] for r in hub.sandbox.rules()]
+    print(f"\neight 50 MB uploads: wrapper peak memory {watch.peak_mb:.1f} MB, {uploads_in_flight['peak']} "
+          f"uploads in flight at once, {seconds:.1f} s")
+    assert uploads_in_flight["peak"] == 8
+    assert 0 < watch.peak_mb < 100
+
+    run = only_run(hub, key)
+    records = hub.logs(run["TRACKOR_KEY"])
+    assert [r["IL_MESSAGE"] for r in records] == [f"part{n}.bin" for n in range(1, 9)]
+    for record in records:
+        name, data = hub.sandbox.store.download(record["TRACKOR_ID"], "IL_FILE")
+        assert (name, sha256_of(data)) == (record["IL_MESSAGE"], digests[record["IL_MESSAGE"]])
+    name, data = hub.sandbox.store.download(run["TRACKOR_ID"], "IR_FILE")
+    assert (name, sha256_of(data)) == ("part8.bin", digests["part8.bin"])
