@@ -452,3 +452,40 @@ def test_eight_concurrent_50_mb_uploads_keep_the_wrappers_peak_memory_under_100_
         assert (name, sha256_of(data)) == (record["IL_MESSAGE"], digests[record["IL_MESSAGE"]])
     name, data = hub.sandbox.store.download(run["TRACKOR_ID"], "IR_FILE")
     assert (name, sha256_of(data)) == ("part8.bin", digests["part8.bin"])
+
+
+# ---------------------------------------------------------------- the run's File: the latest printed
+
+@pytest.mark.parametrize("slow", ["first upload held by OneVizion", "first file large"])
+def test_the_runs_file_is_the_last_printed_whatever_order_the_uploads_finish_in(hub, tmp_path, monkeypatch, slow):
+    """The second file is printed while the first one's upload into the run is under way and slow:
+    held 1.5 s and answered 503 (a hub that retried it after the second went up would end with the
+    first), or 50 MB against a few bytes (two uploads into the run at once would end with the
+    large one). The run's File is the second, byte for byte; each record has its own."""
+    monkeypatch.setattr(sandbox.server, "MAX_BODY", LARGE_BODY)
+    key = hub.add_integration("Twice")
+    work = tmp_path / "work"
+    work.mkdir()
+    first, second = work / "first.bin", work / "second.csv"
+    second.write_bytes(b"the latest,printed\n")
+    if slow.startswith("first upload"):
+        first.write_bytes(content(200_000, seed=1))
+        hub.sandbox.add_rule(method="POST", path=r"^/api/v3/trackor/\d+/file/IR_FILE$", status=503, delay_ms=1500,
+                             times=1)
+        when = "ruled"
+    else:
+        write_large(first, 50 * MB, seed=1)
+        when = "open:2"
+    first_digest = sha256_of(first.read_bytes())
+    integrations = hub.integrations_file({"IntegrationName": "Twice", "ExecutableWorkingDir": str(work),
+                                          "ExecutablePath": fixture_command("prints_second_when.py", when,
+                                                                            hub.sandbox.url, str(first), str(second))})
+    assert hub.wrapper(integrations) == 0
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"        # the fixture saw the moment it waits for
+    name, data = hub.sandbox.store.download(run["TRACKOR_ID"], "IR_FILE")
+    assert (name, data) == ("second.csv", b"the latest,printed\n")
+    first_record, second_record = hub.logs(run["TRACKOR_KEY"])
+    name, data = hub.sandbox.store.download(first_record["TRACKOR_ID"], "IL_FILE")
+    assert (name, sha256_of(data)) == ("first.bin", first_digest)
+    assert download(hub, second_record["TRACKOR_ID"], "IL_FILE") == b"the latest,printed\n"
