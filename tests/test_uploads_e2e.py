@@ -24,7 +24,7 @@ from tests.hubtest import FIXTURES, fixture_command
 MB = 1000 * 1000
 # Eight lines naming 50 MB files: the sandbox's 20 MiB request cap would refuse them (413); a
 # real installation takes them. The test raises the cap of its in-process sandbox only.
-LARGE_BODY = 64 << 20
+LARGE_BODY = 128 << 20
 
 
 # ---------------------------------------------------------------- helpers
@@ -489,3 +489,90 @@ def test_the_runs_file_is_the_last_printed_whatever_order_the_uploads_finish_in(
     name, data = hub.sandbox.store.download(first_record["TRACKOR_ID"], "IL_FILE")
     assert (name, sha256_of(data)) == ("first.bin", first_digest)
     assert download(hub, second_record["TRACKOR_ID"], "IL_FILE") == b"the latest,printed\n"
+
+
+# ---------------------------------------------------------------- IntegrationWrapperAddingLog.py -f
+
+def start_run(hub):
+    started = hub.script("IntegrationWrapperRunController.py", "-i", "INT-1", "-t", "start")
+    assert started.returncode == 0, started.stderr
+    return started.stdout.strip()
+
+
+def sent(hub):
+    """What the sandbox was asked to change so far."""
+    stats = hub.sandbox.stats()
+    return {kind: stats.get(kind, 0) for kind in ("create", "update", "upload", "ruled")}
+
+
+NEVER = [
+    ("the Passwords.json given with -p", lambda hub, tmp: hub.passwords, "it is the Passwords.json the hub was given"),
+    ("a link to it", lambda hub, tmp: _link(tmp / "creds.json", hub.passwords), "it is the Passwords.json"),
+    ("a hard link to it", lambda hub, tmp: _link(tmp / "copy.json", hub.passwords, hard=True),
+     "it is a link to a file the hub was given"),
+    ("the journal", lambda hub, tmp: os.path.join(hub.log_dir, "journal.sqlite3"), "it is in the hub's log folder"),
+    ("the hub's log", lambda hub, tmp: os.path.join(hub.log_dir, "hub-%s.log" % time.strftime("%Y-%m-%d")),
+     "it is in the hub's log folder"),
+    ("/proc/self/environ", lambda hub, tmp: "/proc/self/environ", "it is under /proc"),
+]
+
+
+def _link(link, target, hard=False):
+    (os.link if hard else os.symlink)(target, str(link))
+    return str(link)
+
+
+@pytest.mark.parametrize("case,path_of,reason", NEVER, ids=[c[0] for c in NEVER])
+def test_adding_log_f_refuses_the_never_list_with_exit_2_and_sends_nothing(hub, tmp_path, case, path_of, reason):
+    run_key = start_run(hub)
+    (tmp_path / "elsewhere").mkdir()
+    path = path_of(hub, tmp_path / "elsewhere")
+    before = sent(hub)
+    done = hub.script("IntegrationWrapperAddingLog.py", "-i", "INT-1", "-w", "Info", "-m", "see the file", "-f", path)
+    assert done.returncode == 2, done.stderr
+    assert f"-f {path}: not uploaded: " in done.stderr and reason in done.stderr and "nothing was sent" in done.stderr
+    assert "Traceback" not in done.stderr and sandbox_pkg.PASSWORD not in done.stderr + done.stdout
+    assert sent(hub) == before and hub.logs(run_key) == [] and stored_files(hub) == []
+
+
+@pytest.mark.parametrize("where", ["a folder outside every UploadDirs", "/etc/hosts"])
+def test_adding_log_f_uploads_any_other_readable_file_byte_for_byte(hub, tmp_path, tmpdir_env, where):
+    """A person named the file: UploadDirs does not apply ($TMPDIR and the working directory are
+    elsewhere)."""
+    run_key = start_run(hub)
+    if where == "/etc/hosts":
+        path = "/etc/hosts"
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        path = str(tmp_path / "elsewhere" / "result.bin")
+        with open(path, "wb") as out:
+            out.write(content(250_000, seed=9))
+    with open(path, "rb") as handle:
+        data = handle.read()
+    done = hub.script("IntegrationWrapperAddingLog.py", "-i", "INT-1", "-w", "Info", "-m", "see the file", "-f", path)
+    assert done.returncode == 0, done.stderr
+    [record] = hub.logs(run_key)
+    assert record["IL_FILE"]["file_name"] == os.path.basename(path)
+    assert download(hub, record["TRACKOR_ID"], "IL_FILE") == data
+
+
+def test_adding_log_f_streams_a_95_mb_file(hub, tmp_path, monkeypatch, uploads_in_flight):
+    """The upload is stored, then its answer held 1.5 s: the script has sent the whole body by
+    then, and its peak memory stays far below the file (a body read whole would add 95 MB)."""
+    monkeypatch.setenv("HUB_DELIVERY_SECONDS", "10")     # the held answer is not "OneVizion did not confirm"
+    run_key = start_run(hub)
+    path = tmp_path / "dump.bin"
+    digest = write_large(path, 95 * MB, seed=5)
+    hub.sandbox.add_rule(method="POST", path=r"^/api/v3/trackor/\d+/file/IL_FILE$", after_commit=True,
+                         delay_ms=1500, json=1)
+    process = hub.spawn("IntegrationWrapperAddingLog.py", "-i", "INT-1", "-w", "Info", "-m", "dump", "-f", str(path))
+    watch = Watch(process.pid)
+    out, err = process.communicate(timeout=120)
+    watch.join(5)
+    assert process.returncode == 0, err
+    assert uploads_in_flight["peak"] == 1
+    print(f"\nAddingLog -f 95 MB: peak memory {watch.peak_mb:.1f} MB")
+    assert 0 < watch.peak_mb < 60
+    [record] = hub.logs(run_key)
+    name, data = hub.sandbox.store.download(record["TRACKOR_ID"], "IL_FILE")
+    assert (name, sha256_of(data)) == ("dump.bin", digest)
