@@ -576,3 +576,82 @@ def test_adding_log_f_streams_a_95_mb_file(hub, tmp_path, monkeypatch, uploads_i
     [record] = hub.logs(run_key)
     name, data = hub.sandbox.store.download(record["TRACKOR_ID"], "IL_FILE")
     assert (name, sha256_of(data)) == ("dump.bin", digest)
+
+
+class SlowLink:
+    """A TCP relay in front of the sandbox that carries what the hub sends at `rate` bytes a second
+    (answers come back at full speed): a slow uplink to OneVizion, with small buffers so that the
+    hub's sending follows it."""
+
+    def __init__(self, port, rate):
+        import socket
+        self.port, self.rate, self.sockets = port, rate, []
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, self.rate), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, None), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, target, rate):
+        import socket
+        try:
+            while True:
+                data = source.recv(16 << 10)
+                if not data:
+                    break
+                target.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_adding_log_f_over_a_slow_link_is_not_given_up_while_it_streams(hub, tmp_path, monkeypatch):
+    """16 MB at 4 MB/s: four seconds of upload, twice the script's patience for a delivery without
+    progress (HUB_DELIVERY_SECONDS=2). Bytes streaming out are progress: the script waits for its
+    upload instead of leaving it to the journal mid-stream (exit 75), which a link this slow would
+    make of every attempt."""
+    from tests.conftest import write_passwords
+    run_key = start_run(hub)
+    link = SlowLink(hub.sandbox.port, 4 * MB)
+    try:
+        write_passwords(tmp_path, link.url)          # hub.passwords now leads through the slow link
+        monkeypatch.setenv("HUB_DELIVERY_SECONDS", "2")
+        path = tmp_path / "slow.bin"
+        digest = write_large(path, 16 * MB, seed=6)
+        started = time.monotonic()
+        done = hub.script("IntegrationWrapperAddingLog.py", "-i", "INT-1", "-w", "Info", "-m", "slow", "-f",
+                          str(path), "-r", run_key)
+        seconds = time.monotonic() - started
+    finally:
+        link.close()
+    assert done.returncode == 0, done.stderr
+    assert seconds > 3.5                             # the link was as slow as meant
+    [record] = hub.logs(run_key)
+    name, data = hub.sandbox.store.download(record["TRACKOR_ID"], "IL_FILE")
+    assert (name, sha256_of(data)) == ("slow.bin", digest)
