@@ -9,8 +9,11 @@ sandbox holds its bytes, and the hub's log says why, by path, once per path (eac
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import socket
 import threading
 import time
 
@@ -19,7 +22,10 @@ import requests
 
 import sandbox as sandbox_pkg
 import sandbox.server
-from tests.hubtest import FIXTURES, fixture_command
+from hub.journal import Conditions, Journal
+from hub.state import Origin, ParseState, RunRow
+from tests.conftest import write_passwords
+from tests.hubtest import fixture_command
 
 MB = 1000 * 1000
 # Eight lines naming 50 MB files: the sandbox's 20 MiB request cap would refuse them (413); a
@@ -326,11 +332,6 @@ def test_a_run_row_written_while_a_parse_commits_keeps_the_parse_position(tmp_pa
     parse job that had just committed the output's end and released its segment file; the
     journal went back to that position, and the run waited for output that was gone: every
     later --replay spent its drain time and exited 75, and the run never closed."""
-    import logging
-
-    from hub.journal import Conditions, Journal
-    from hub.state import Origin, ParseState, RunRow
-
     journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
     row = RunRow("RUN-1", "installation", "INT-1", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
     journal.put_run(row)
@@ -402,7 +403,6 @@ def uploads_in_flight(monkeypatch):
 
 def write_large(path, size, seed):
     """A file of `size` bytes unlike any other seed's; its SHA-256."""
-    import hashlib
     block = content(1 << 20, seed)
     digest = hashlib.sha256()
     with open(path, "wb") as out:
@@ -416,7 +416,6 @@ def write_large(path, size, seed):
 
 
 def sha256_of(data):
-    import hashlib
     return hashlib.sha256(data).hexdigest()
 
 
@@ -584,7 +583,6 @@ class SlowLink:
     hub's sending follows it."""
 
     def __init__(self, port, rate):
-        import socket
         self.port, self.rate, self.sockets = port, rate, []
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
@@ -594,7 +592,6 @@ class SlowLink:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
-        import socket
         while True:
             try:
                 client, _ = self.listener.accept()
@@ -607,7 +604,6 @@ class SlowLink:
 
     @staticmethod
     def _pipe(source, target, rate):
-        import socket
         try:
             while True:
                 data = source.recv(16 << 10)
@@ -636,7 +632,6 @@ def test_adding_log_f_over_a_slow_link_is_not_given_up_while_it_streams(hub, tmp
     progress (HUB_DELIVERY_SECONDS=2). Bytes streaming out are progress: the script waits for its
     upload instead of leaving it to the journal mid-stream (exit 75), which a link this slow would
     make of every attempt."""
-    from tests.conftest import write_passwords
     run_key = start_run(hub)
     link = SlowLink(hub.sandbox.port, 4 * MB)
     try:
