@@ -42,6 +42,7 @@ HOUSEKEEPING_SECONDS = 0.1       # how often an idle worker looks for records ot
 FLOOD_HOLD_SECONDS = 0.03
 FLOOD_DUTY_SECONDS = 0.25
 SYNC_PAGE = 2000                 # Log IDs read per request when an adopted run is checked
+PROGRESS_BYTES = 1 << 20         # an upload streaming out counts as progress every this many bytes
 _DELIVERED = Answer(Kind.DELIVERED, 200, "")
 
 
@@ -456,7 +457,7 @@ class Engine:
             return Result(Outcome.DELIVERED, trackor_id=trackor_id)
         schema = self.schema(job.run)
         try:
-            self.api.upload(trackor_id, schema.log.file, opened.name, uploads.MultipartBody(opened))
+            self.api.upload(trackor_id, schema.log.file, opened.name, self._streaming(uploads.MultipartBody(opened)))
         except CallFailed as failed:
             result = self._failed(job, failed.answer, token=job.record.log_key)
             if result.outcome is Outcome.RETRY and created:
@@ -465,6 +466,16 @@ class Engine:
             return result
         self.throttle.on_answer(_DELIVERED)
         return Result(Outcome.DELIVERED, trackor_id=trackor_id)
+
+    def _streaming(self, body: uploads.MultipartBody) -> "_Streaming":
+        return _Streaming(body, self._moved)
+
+    def _moved(self) -> None:
+        """Delivery is moving though no item is finished yet (an upload streams out): `wait`
+        must not give up on it as if OneVizion had stopped answering."""
+        with self.lock:
+            self.progress += 1
+            self.lock.notify_all()
 
     def _run_file(self, job: Job) -> Result:
         run = job.run
@@ -477,7 +488,7 @@ class Engine:
             self._not_uploaded(run, opened)
             return Result(Outcome.SKIPPED)
         try:
-            self.api.upload(trackor_id, schema.run.file, opened.name, uploads.MultipartBody(opened))
+            self.api.upload(trackor_id, schema.run.file, opened.name, self._streaming(uploads.MultipartBody(opened)))
         except CallFailed as failed:
             return self._failed(job, failed.answer)
         finally:
@@ -617,4 +628,29 @@ class Engine:
             return
         self._refused_paths.add(decision.path)
         self.log.warning("run %s: %s", run.key, decision.log_message())
+
+
+class _Streaming:
+    """A streamed request body (hub.uploads.MultipartBody) that reports every PROGRESS_BYTES sent.
+
+    Engine.wait gives up after its idle time without progress; counting only finished items made
+    an upload longer than that (16 MB over a 4 MB/s link, against a helper's 5 s) be given up
+    mid-stream every time, the record left to the journal (exit 75) and the upload begun again
+    by the next invocation."""
+
+    def __init__(self, body: uploads.MultipartBody, on_progress: Callable[[], None]):
+        self.body, self.on_progress = body, on_progress
+        self.content_type, self.length = body.content_type, body.length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        unreported = 0
+        for chunk in self.body:
+            yield chunk
+            unreported += len(chunk)
+            if unreported >= PROGRESS_BYTES:
+                unreported = 0
+                self.on_progress()
 
