@@ -338,13 +338,16 @@ def test_a_run_row_written_while_a_parse_commits_keeps_the_parse_position(tmp_pa
     journal.put_records("RUN-1", [], ParseState(2, 5, {}, True), last_activity=9.0)   # a parse job's commit
     row.final.fields = {"IR_STATUS": "Executed without Warnings"}                     # meanwhile, elsewhere
     journal.put_run(row)                                                                # row.parse is still old
+    journal.flush()                                                                     # writes are queued
     kept = journal.run("RUN-1")
     assert (kept.parse.next_chunk, kept.parse.next_seq, kept.parse.ended) == (2, 5, True)
     assert kept.last_activity == 9.0 and kept.final.fields == {"IR_STATUS": "Executed without Warnings"}
     fresh = RunRow("RUN-2", "installation", "INT-1", Origin.WRAPPER, {}, started_at=1.0,
                    parse=ParseState(3, 4, {}, False))
     journal.put_run(fresh)                                                              # a new row: all of it
+    journal.flush()
     assert journal.run("RUN-2").parse.next_chunk == 3
+    journal.close()
 
 
 def test_a_file_grown_past_the_limit_before_delivery_becomes_the_warning_and_is_not_read(hub, tmp_path):
