@@ -66,7 +66,7 @@ def check_file(ctx: context.Context, path: str) -> Optional[str]:
     """Why -f may not be uploaded (the hub's never-list; UploadDirs do not apply to a file a
     person names), or None."""
     from hub import uploads
-    policy = uploads.UploadPolicy.build(None, os.getcwd(), [ctx.args.passwords], ctx.log_dir,
+    policy = uploads.UploadPolicy.build(None, os.getcwd(), ctx.secret_files(), ctx.log_dir,
                                         V.DEFAULT_MAX_UPLOAD_MB * 1_000_000)
     opened = uploads.open_for_upload(path, policy, check_dirs=False)
     if isinstance(opened, uploads.Opened):

@@ -79,7 +79,7 @@ class Context:
                               cap=float(os.environ.get("HUB_BACKOFF_CAP", "30")))
             self._engine = Engine(self.journal, self.api, self.log, self.console.say, RetryPolicy(backoff),
                                   Throttle(start=int(os.environ.get("HUB_CONNECTIONS", "8"))),
-                                  secret_files=[self.args.passwords])
+                                  secret_files=self.secret_files())
         return self._engine
 
     def settings(self, cwd: str = "", read_stdout: bool = True, upload_dirs=None,
@@ -87,10 +87,16 @@ class Context:
         """What a run keeps with it, so that a later replay (perhaps with another -s) builds its
         records and checks its files the same way."""
         from hub import uploads
-        policy = uploads.UploadPolicy.build(upload_dirs, cwd or os.getcwd(), [self.args.passwords], self.log_dir,
+        policy = uploads.UploadPolicy.build(upload_dirs, cwd or os.getcwd(), self.secret_files(), self.log_dir,
                                             max_upload_bytes)
         return {"schema": schema_as_dict(self.schema), "cwd": cwd, "read_stdout": read_stdout,
                 "uploads": policy.as_dict(), "timezone": self.timezone_name()}
+
+    def secret_files(self) -> List[str]:
+        """The files the hub was given that are never uploaded: Passwords.json, and Integration.json
+        (its Environment may hold secrets)."""
+        given = [self.args.passwords, getattr(self.args, "integrations", None)]
+        return [path for path in given if path]
 
     # -- time ---------------------------------------------------------------------------------
 

@@ -131,7 +131,7 @@ class RecordMaker:
     # -- the two paths ----------------------------------------------------------------
 
     def _block(self, stream: str, raws: List[bytes], at: float) -> None:
-        if stream == V.STDOUT and not self.read_stdout and not any(b"/" in r or b"." in r for r in raws):
+        if stream == V.STDOUT and not self.read_stdout and not any(_could_be_path(r) for r in raws):
             return  # stdout not wanted, and none of these lines can name a file
         raw = b"\n".join(raws)
         text = _plain_text(raw, raws, stream, self.limit)
@@ -211,7 +211,7 @@ def _plain_text(raw: bytes, raws: List[bytes], stream: str, limit: int) -> Optio
     no level word, not too long, and on stdout nothing that could name a file); else None."""
     if len(raw.translate(None, _CONTROL_BYTES)) != len(raw) or max(map(len, raws)) > limit:
         return None
-    if stream == V.STDOUT and (b"/" in raw or b"." in raw):
+    if stream == V.STDOUT and (b"/" in raw or b"." in raw or not all(b" " in r or b"\t" in r for r in raws)):
         return None
     try:
         text = raw.decode("utf-8")
@@ -221,6 +221,11 @@ def _plain_text(raw: bytes, raws: List[bytes], stream: str, limit: int) -> Optio
     if any(word in lowered for word in _LEVEL_WORDS):
         return None
     return text
+
+
+def _could_be_path(raw: bytes) -> bool:
+    """uploads.could_be_path on raw bytes: "/" or ".", or a single word."""
+    return b"/" in raw or b"." in raw or (bool(raw.strip()) and b" " not in raw and b"\t" not in raw)
 
 
 def _char_boundary(data: bytes, limit: int) -> int:

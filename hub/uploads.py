@@ -214,15 +214,23 @@ def _under(path: str, folder: str) -> bool:
 
 # ---------------------------------------------------------------- a printed line
 
+def could_be_path(text: str) -> bool:
+    """Whether a line might name a file, without a system call: it holds "/" or ".", or it is one
+    word (a file in the working directory, such as `report` or `Makefile`). A line of several
+    words with neither is taken for prose: a file name with spaces and no extension is not
+    recognised (the price of no stat for every line of a flood)."""
+    return "/" in text or "." in text or not any(c in text for c in " \t")
+
+
 def printed_file(text: str, working_dir: Optional[str], policy: UploadPolicy) -> Decision:
     """What to do with one stdout line (already made readable): NOT_A_PATH for the vast majority,
     UPLOAD for a file that may be uploaded, or a refusal with its reason.
 
-    Text that cannot be a path (no "/" and no ".", longer than PATH_MAX, holding U+FFFD or NUL)
+    Text that cannot be a path (see could_be_path; longer than PATH_MAX, holding U+FFFD or NUL)
     costs no system call. A missing path is NOT_A_PATH. Relative paths are against working_dir.
     """
     candidate = text.strip()
-    if (not candidate or len(candidate) > PATH_MAX or ("/" not in candidate and "." not in candidate)
+    if (not candidate or len(candidate) > PATH_MAX or not could_be_path(candidate)
             or "\ufffd" in candidate or "\0" in candidate):
         return _NOT_A_PATH
     path = _absolute(candidate, working_dir)

@@ -111,7 +111,9 @@ def test_the_system_folders_that_are_mounts_are_known_by_device():
 
 # ---------------------------------------------------------------- printed_file: the cheap path
 
-PLAIN_LINES = ["row 12 of 50000 processed", "INFO starting import", "", "   ", "done", "x" * 5000,
+# A single word ("done") is not here: it may name a file in the working directory (SPEC §5 step 7:
+# any existing file, relative to it), so it costs a stat; prose of several words does not.
+PLAIN_LINES = ["row 12 of 50000 processed", "INFO starting import", "", "   ", "all done", "x" * 5000,
                "a/b" * 2000, "caf\ufffd/menu.txt", "nul\0/x.txt"]
 
 
@@ -580,3 +582,11 @@ def test_a_file_that_shrinks_mid_request_raises_itself_not_a_connection_error(sa
     assert sandbox.trackors("IntegrationRun")[0]["IR_FILE"] is None   # nothing half-stored
     again = body_for(hub_dir, b"whole again", "shrinks.bin")           # the retry: opened afresh
     assert post(sandbox, run_id, again, again).status_code == 200
+
+
+def test_a_single_word_naming_a_file_in_the_working_directory_is_a_file(tmp_path):
+    (tmp_path / "report").write_text("rows\n")
+    policy = UploadPolicy.build(None, str(tmp_path), [], str(tmp_path / "log"), 1_000_000)
+    decision = printed_file("report", str(tmp_path), policy)
+    assert decision.upload and decision.path == str(tmp_path / "report")
+    assert printed_file("nothing", str(tmp_path), policy).kind == NOT_A_PATH
