@@ -1,6 +1,7 @@
-"""Run a script in this very process, then write this process's peak RSS (KiB) to a file.
+"""Run a script in this very process, then write this process's peak RSS (KiB) and its own CPU
+time (user + system seconds, its children not counted) to a file.
 
-    python3 rss_launcher.py RSS_FILE SCRIPT [ARG ...]
+    python3 rss_launcher.py FIGURES_FILE SCRIPT [ARG ...]
 
 The figure is VmHWM from /proc/self/status: the high-water mark of this process's own
 memory, not of the children it starts. Not ru_maxrss: on Linux, exec folds the replaced
@@ -28,8 +29,9 @@ def main() -> None:
     try:
         runpy.run_path(script, run_name="__main__")
     finally:
+        times = os.times()
         with open(rss_file, "w") as out:
-            out.write("%d\n" % peak_kib())
+            out.write("%d %.3f\n" % (peak_kib(), times.user + times.system))
 
 
 if __name__ == "__main__":

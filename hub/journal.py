@@ -275,6 +275,7 @@ class Journal:
         self._next_try = 0.0
         self._deleted = 0
         self._stopping = False
+        self._urgent = False                    # a caller waits for the queue to be written
         self._writing = 0                       # ops at the head of the queue being written now
         self._writer: Optional[threading.Thread] = None
         self._wdb: Optional[sqlite3.Connection] = None
@@ -429,6 +430,8 @@ class Journal:
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="journal-writer", daemon=True)
                 self._writer.start()
+            if wait:
+                self._urgent = True
             self.changed.notify_all()
             if not wait:
                 return False
@@ -442,19 +445,23 @@ class Journal:
             while True:
                 while not self.queue and not self._stopping:
                     self.changed.wait(1.0)
-                    if self._deleted >= VACUUM_PAGES:
+                    if self._deleted:
                         self._vacuum()
                 if not self.queue:
+                    self._vacuum(everything=True)
                     return
                 if self.condition is not None and self.clock() < self._next_try and not self._stopping:
                     self.changed.wait(max(0.01, self._next_try - self.clock()))
                     continue
                 if self.condition is not None and self._stopping:
                     return
-                # A few milliseconds more gather more writes into one transaction.
-                self.changed.wait(0.005)
+                # A few milliseconds more gather more writes into one transaction, unless someone
+                # waits for these (records about to be sent, a run another process must find).
+                if not self._urgent:
+                    self.changed.wait(0.005)
+                self._urgent = False
                 self._write_queued()
-                if self._deleted >= VACUUM_PAGES:
+                if self._deleted:
                     self._vacuum()
 
     def _write_queued(self, force: bool = False) -> None:
@@ -524,12 +531,22 @@ class Journal:
             self._wdb = None
         self.changed.notify_all()
 
-    def _vacuum(self) -> None:
+    def _vacuum(self, everything: bool = False) -> None:
+        """Give the file's free pages back to the file system once there are more than
+        VACUUM_PAGES of them (delivered records leave while the run goes on), and all of them,
+        with the WAL emptied, when the writer stops: after a run the journal holds little more
+        than what is still owed."""
         self._deleted = 0
         if self._wdb is None or self.condition is not None:
             return
         try:
-            self._wdb.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES * 4})")
+            free = self._wdb.execute("PRAGMA freelist_count").fetchone()[0]
+            if free > (0 if everything else VACUUM_PAGES):
+                # It frees a page per step of the statement, and the sqlite3 module steps a
+                # pragma only once: executescript runs it to the end.
+                self._wdb.executescript("PRAGMA incremental_vacuum;")
+            if everything:
+                self._wdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             self.log.warning("the journal could not give space back: %s", exc)
 

@@ -105,6 +105,9 @@ class Throttle:
     clock: Callable[[], float] = time.monotonic
     limit: float = field(init=False)
     paused_until: float = field(init=False, default=0.0)
+    # Until the first sign of overload, one more connection per good answer (the limit doubles
+    # each round trip, as TCP's slow start); after it, one more per round trip.
+    slow_start: bool = field(init=False, default=True)
     _last_decrease: float = field(init=False, default=-1e9)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
@@ -125,9 +128,11 @@ class Throttle:
             if answer.retry_after:
                 self.paused_until = max(self.paused_until, now + answer.retry_after)
             if answer.throttle:
+                self.slow_start = False
                 if now - self._last_decrease >= self.window:
                     self.limit = max(float(self.low), self.limit / 2)
                     self._last_decrease = now
             elif answer.kind is Kind.DELIVERED:
                 # One more connection per `limit` good answers: about one per round trip of all.
-                self.limit = min(float(self.high), self.limit + 1.0 / self.limit)
+                step = 1.0 if self.slow_start else 1.0 / self.limit
+                self.limit = min(float(self.high), self.limit + step)

@@ -149,6 +149,7 @@ def look_up(ctx: context.Context, entries) -> Dict[str, Union[Integration, HubEr
 
     with ThreadPoolExecutor(max_workers=min(LOOKUPS_AT_ONCE, max(1, len(entries))) + 2) as pool:
         mapping = [pool.submit(check_mapping, ctx, section) for section in ("run", "log")]
+        pool.submit(ctx.timezone_name)   # PrimaryTimezone, asked beside the lookups rather than after
         results = dict(zip((e.name for e in entries), pool.map(one, entries)))
         problems = [future.result() for future in mapping]
     for result in list(results.values()) + problems:

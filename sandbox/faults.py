@@ -127,16 +127,19 @@ class Stats:
         self._counts = Counter()
         self._in_flight = 0
 
-    def enter(self):
-        """An API request begins: how many are served at once is kept as "in_flight_max"."""
+    def enter(self) -> float:
+        """An API request begins: how many are served at once is kept as "in_flight_max"; the
+        seconds requests spend being served add up in "busy_ms" (leave() with what this returned)."""
         with self._lock:
             self._in_flight += 1
             if self._in_flight > self._counts["in_flight_max"]:
                 self._counts["in_flight_max"] = self._in_flight
+        return time.monotonic()
 
-    def leave(self):
+    def leave(self, started: float) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._counts["busy_ms"] += int((time.monotonic() - started) * 1000)
 
     def count(self, *kinds):
         with self._lock:

@@ -126,11 +126,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send_error_text(500, "Internal sandbox error: %r" % (error,))
 
     def _api(self, path, query, query_string):
-        self.server.stats.enter()
+        started = self.server.stats.enter()
         try:
             self._api_request(path, query, query_string)
         finally:
-            self.server.stats.leave()
+            self.server.stats.leave(started)
 
     def _api_request(self, path, query, query_string):
         stats, faults, rules = self.server.stats, self.server.faults, self.server.rules
