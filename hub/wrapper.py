@@ -243,16 +243,22 @@ def finish_entry(ctx, report: RunReport) -> int:
     status_text = ctx.schema.run.ok if report.ok else ctx.schema.run.warnings
     ctx.log.info("run %s finished: %s; %s", report.run_key, report.problem or "exit code 0",
                  result.message or "everything delivered")
+    how = f"{status_text} ({report.problem or 'exit code 0'}) after {report.ended - report.started:.1f} s"
     if result.message:
-        line = f"{report.name}: run {report.run_key} ({status_text}): {result.message}"
-        if refused:
-            ctx.console.error(line)
-        else:
-            ctx.console.warning(line)
-    ctx.console.info(f"{report.name}: run {report.run_key}: {status_text}; {delivered} records, {files} files, "
-                     f"{time.monotonic() - report.started:.1f} s; "
+        line = f"{report.name}: run {report.run_key}, {how}: {result.message}"
+        (ctx.console.error if refused else ctx.console.warning)(line)
+    elif not report.ok and not ctx.console.chatty:
+        # A run that ended with warnings is worth cron's mail even when everything was delivered
+        # (on a terminal the line below says it).
+        ctx.console.warning(f"{report.name}: run {report.run_key}, {how}")
+    ctx.console.info(f"{report.name}: run {report.run_key}: {how}; {_count(delivered, 'record')} and "
+                     f"{_count(files, 'file')} delivered; "
                      + ("nothing owed" if not (owed_records or owed_statuses or refused) else "see above"))
     return result.exit_code
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def replay(ctx: context.Context, idle_seconds: float, retry_refused: bool) -> int:
