@@ -23,7 +23,7 @@ def test_every_flag_of_every_script_is_documented(parser):
 
 def test_every_exit_code_is_in_the_table():
     codes = [vocabulary.EXIT_OK, vocabulary.EXIT_WARNINGS, vocabulary.EXIT_USAGE, vocabulary.EXIT_UNREACHABLE,
-             vocabulary.EXIT_NOT_FOUND, vocabulary.EXIT_DISABLED, vocabulary.EXIT_JOURNALED]
+             vocabulary.EXIT_NOT_FOUND, vocabulary.EXIT_DISABLED, vocabulary.EXIT_REFUSED, vocabulary.EXIT_JOURNALED]
     table = re.findall(r"^\| (\d+|128\+N) \|", README, flags=re.M)
     assert [str(c) for c in codes] + ["128+N"] == table
 
