@@ -232,13 +232,13 @@ class Engine:
         self._data_version = version
         with self.lock:
             keys = [k for k, r in self.runs.items() if not r.complete() or r.row.origin.value != "wrapper"]
-        for key in keys:
-            for record in self.journal.records(key, origin="helper", owed_only=True):
-                with self.lock:
-                    run = self.runs.get(key)
-                    if run is not None and record.log_key not in run.records:
-                        run.add_record(record)
-                        self.lock.notify_all()
+        found = self.journal.helper_records(keys)
+        with self.lock:
+            for record in found:
+                run = self.runs.get(record.run_key)
+                if run is not None and record.log_key not in run.records:
+                    run.add_record(record)
+                    self.lock.notify_all()
 
     def _persist_everything(self) -> None:
         with self.lock:
@@ -252,12 +252,6 @@ class Engine:
     def _internal_error(self, job: Job, exc: Exception) -> Result:
         self.internal_errors += 1
         self.log.exception("run %s: %s failed with an internal error", job.run.key, job.kind.value)
-        if job.kind is JobKind.PARSE:
-            # Parsing is deterministic: retrying would fail the same way. Say so loudly, once.
-            self.say(f"error: run {job.run.key}: its output could not be turned into records "
-                     f"({type(exc).__name__}: {exc}); it stays in the journal")
-            job.run.spool = None
-            return Result(Outcome.SKIPPED)
         answer = Answer(Kind.SERVER_ERROR, None, f"internal error: {type(exc).__name__}: {exc}")
         return self._failed(job, answer)
 
@@ -310,38 +304,30 @@ class Engine:
     def _parse(self, job: Job) -> Result:
         """Raw output -> records, written to the journal (with the parse position) before any is sent."""
         run = job.run
-        row, settings = run.row, run.row.settings
+        row = run.row
         chunks = run.spool.take(row.parse.next_chunk, PARSE_BYTES)
         if not chunks:
             return Result(Outcome.SKIPPED)
+        try:
+            lines, seq, leftover, ended, last_at = self._lines(run, chunks)
+        except Exception as exc:  # noqa: BLE001 - a parser bug must not lose or hold back the output
+            self.internal_errors += 1
+            self.log.exception("run %s: its output could not be parsed; it goes as plain text", run.key)
+            self.say(f"error: run {run.key}: some of its output could not be parsed ({type(exc).__name__}: {exc}); "
+                     f"it goes to OneVizion as plain text")
+            lines, seq, leftover, ended, last_at = _plain_lines(run, chunks)
         schema = self.schema(run)
-        from hub.records import EOF_STREAM, NOTE_PREFIX, RecordMaker   # only a wrapper parses output
-        tz = zone(settings.get("timezone"))
-        maker = RecordMaker(settings.get("cwd") or "/", bool(settings.get("read_stdout", True)), self._policy(run),
-                            max(1, int(self.throttle.limit)), dict(row.parse.leftover), row.parse.next_seq,
-                            message_limit=schema.log.message_limit, description_limit=schema.log.description_limit,
-                            on_refused=lambda decision: self._not_uploaded(run, decision))
-        ended = row.parse.ended
-        last_at = row.last_activity
-        for number, stream, at, data in chunks:
-            if stream == S.END:
-                maker.feed(EOF_STREAM, b"", at)
-                ended = True
-            elif stream in S.NOTE_TYPES:
-                maker.feed(NOTE_PREFIX + S.NOTE_TYPES[stream], data, at)
-            else:
-                maker.feed(S.STREAM_NAMES.get(stream, V.STDERR), data, at)
-                last_at = max(last_at, at)
+        tz = zone(row.settings.get("timezone"))
         records, now = [], time.time()
-        for seq, stream, at, mtype, text, marker, path in maker.records():
-            log_key = f"{row.run_key}-{seq:06d}"
+        for seq_of, stream, at, mtype, text, marker, path in lines:
+            log_key = f"{row.run_key}-{seq_of:06d}"
             fields = {"TRACKOR_KEY": log_key, schema.log.date_time: format_time(at, tz),
                       schema.log.message_type: schema.log.type_value(mtype),
                       schema.log.message: L.cut_message(marker + text, schema.log.message_limit),
                       schema.log.description: text}
-            records.append(RecordRow(log_key, row.run_key, json.dumps(fields), "output", seq, path,
+            records.append(RecordRow(log_key, row.run_key, json.dumps(fields), "output", seq_of, path,
                                      created_at=now))
-        parse = type(row.parse)(chunks[-1][0] + 1, maker.seq, maker.leftover(), ended)
+        parse = type(row.parse)(chunks[-1][0] + 1, seq, leftover, ended)
         spool = run.spool
         upto = parse.next_chunk
         # In the file before any is sent: a resend after a crash must have the same key and content.
@@ -354,6 +340,26 @@ class Engine:
                 if record.file_path:
                     run.want_run_file(record.seq, record.file_path)
         return Result(Outcome.DELIVERED, records=records)
+
+    def _lines(self, run: RunProgress, chunks):
+        """(records as hub.records makes them, next seq, leftover, ended, time of the last output)."""
+        from hub.records import EOF_STREAM, NOTE_PREFIX, RecordMaker   # only a wrapper parses output
+        row, settings, schema = run.row, run.row.settings, self.schema(run)
+        maker = RecordMaker(settings.get("cwd") or "/", bool(settings.get("read_stdout", True)), self._policy(run),
+                            max(1, int(self.throttle.limit)), dict(row.parse.leftover), row.parse.next_seq,
+                            message_limit=schema.log.message_limit, description_limit=schema.log.description_limit,
+                            on_refused=lambda decision: self._not_uploaded(run, decision))
+        ended, last_at = row.parse.ended, row.last_activity
+        for number, stream, at, data in chunks:
+            if stream == S.END:
+                maker.feed(EOF_STREAM, b"", at)
+                ended = True
+            elif stream in S.NOTE_TYPES:
+                maker.feed(NOTE_PREFIX + S.NOTE_TYPES[stream], data, at)
+            else:
+                maker.feed(S.STREAM_NAMES.get(stream, V.STDERR), data, at)
+                last_at = max(last_at, at)
+        return maker.records(), maker.seq, maker.leftover(), ended, last_at
 
     def _sync(self, job: Job) -> Result:
         """An adopted run: which of its owed records OneVizion already has (a create the gone
@@ -654,3 +660,29 @@ class _Streaming:
                 unreported = 0
                 self.on_progress()
 
+
+
+def _plain_lines(run: RunProgress, chunks):
+    """The fallback when the parser fails on some output: each chunk as plain text, a record per
+    Description-sized part, typed by its stream; partial lines carried from before included.
+    Nothing is lost or held back, only less tidy."""
+    limit = int((run.row.settings.get("schema") or {}).get("log", {}).get("description_limit")
+                or V.DESCRIPTION_LIMIT)
+    seq, ended, last_at, out = run.row.parse.next_seq, run.row.parse.ended, run.row.last_activity, []
+    carried = {name: text for name, text in run.row.parse.leftover.items() if name in (V.STDOUT, V.STDERR)}
+    for number, stream, at, data in chunks:
+        if stream == S.END:
+            ended = True
+            continue
+        if stream in S.NOTE_TYPES:
+            name, mtype = "hub", S.NOTE_TYPES[stream]
+        else:
+            name = S.STREAM_NAMES.get(stream, V.STDERR)
+            mtype = V.ERROR if name == V.STDERR else V.INFO
+            last_at = max(last_at, at)
+        raw = carried.pop(name, "").encode("latin-1") + data
+        text = raw.decode("utf-8", "replace")
+        for start in range(0, max(1, len(text)), limit):
+            out.append((seq, name, at, mtype, text[start:start + limit], "", None))
+            seq += 1
+    return out, seq, {}, ended, last_at

@@ -778,6 +778,15 @@ class Journal:
             sql += " AND state IN (0, 1)"
         return [_record_row(row) for row in self._rows(sql + " ORDER BY seq, log_key", args)]
 
+    def helper_records(self, run_keys: Sequence[str]) -> List[RecordRow]:
+        """Owed records the helper scripts added to any of these runs (one read for all)."""
+        if not run_keys:
+            return []
+        marks = ",".join("?" * len(run_keys))
+        return [_record_row(row) for row in self._rows(
+            f"SELECT * FROM records WHERE origin='helper' AND state IN (0, 1) AND run_key IN ({marks})",
+            list(run_keys))]
+
     def record(self, log_key: str) -> Optional[RecordRow]:
         found = self._rows("SELECT * FROM records WHERE log_key=?", (log_key,))
         return _record_row(found[0]) if found else None
