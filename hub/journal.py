@@ -35,12 +35,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from hub.spool import injected_fault
 from hub.state import ItemState, Origin, ParseState, RecordRow, RunRow, Step
 
 FILE = "journal.sqlite3"
 VERSION = 2
 RETRY_SECONDS = 1.0          # how often writes that wait in memory are tried again
 VACUUM_PAGES = 256           # free pages given back to the file system at a time
+BUSY_SECONDS = 5.0           # how long a write waits for another process's lock before it is a condition
+# Test hook, never set in production: a shorter busy timeout, so a test can hold the journal
+# locked past it in seconds (the storage fault hook, HUB_TEST_STORAGE_FAULT, is in hub.spool).
+if os.environ.get("HUB_TEST_BUSY_SECONDS"):
+    BUSY_SECONDS = float(os.environ["HUB_TEST_BUSY_SECONDS"])
+
+_INJECTED = {"full": "database or disk is full", "io": "disk I/O error", "locked": "database is locked"}
+
+
+def _raise_injected() -> None:
+    """A storage fault a test injects (hub.spool.injected_fault), as SQLite would report it."""
+    fault = injected_fault()
+    if fault in _INJECTED:
+        raise sqlite3.OperationalError(f"{_INJECTED[fault]} (injected by HUB_TEST_STORAGE_FAULT)")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -253,14 +268,14 @@ class _Op:
 class Journal:
     """The journal file of one log folder, shared by the threads of one process."""
 
-    def __init__(self, folder: str, installation: str, conditions: Conditions, busy_timeout: float = 5.0,
+    def __init__(self, folder: str, installation: str, conditions: Conditions, busy_timeout: Optional[float] = None,
                  check: bool = True, clock: Callable[[], float] = time.monotonic):
         self.folder = folder
         self.path = os.path.join(folder, FILE)
         self.installation = installation
         self.conditions = conditions
         self.log = conditions.log
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = BUSY_SECONDS if busy_timeout is None else busy_timeout
         self.clock = clock
         self.lock = threading.RLock()
         self.queue: List[_Op] = []
@@ -297,6 +312,7 @@ class Journal:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))   # 0600 before SQLite sees it
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
         try:
+            _raise_injected()
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA journal_size_limit=4194304")
@@ -433,6 +449,7 @@ class Journal:
 
     def _write(self, op: _Op) -> None:
         db = self.db
+        _raise_injected()
         db.execute("BEGIN IMMEDIATE")
         try:
             for sql, args in op.statements:

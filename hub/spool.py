@@ -33,6 +33,41 @@ SEGMENT_BYTES = 8 << 20               # a new segment file past this size
 MEMORY_LIMIT = 64 << 20               # bytes of output that may wait in memory when the disk refuses it
 RETRY_SECONDS = 1.0
 
+# Test hooks, never set in production (tests/test_journal_faults.py): they let the paths of a
+# full or failing disk run on any machine, without mounting a small file system.
+#   HUB_TEST_STORAGE_FAULT=PATH  while the file PATH exists, every spool write, journal write
+#                                and hub log line fails as the file's first word says: "full"
+#                                (ENOSPC, also when the file is empty), "io" (EIO) or "locked"
+#                                (the journal reports "database is locked"; spool and log unaffected)
+#   HUB_TEST_MEMORY_LIMIT=BYTES  MEMORY_LIMIT for this process
+_FAULT_FILE = os.environ.get("HUB_TEST_STORAGE_FAULT") or None
+if os.environ.get("HUB_TEST_MEMORY_LIMIT"):
+    MEMORY_LIMIT = int(os.environ["HUB_TEST_MEMORY_LIMIT"])
+
+
+def injected_fault() -> Optional[str]:
+    """The storage fault a test injects now ("full", "io", "locked"), or None (always None
+    unless HUB_TEST_STORAGE_FAULT is set)."""
+    if _FAULT_FILE is None:
+        return None
+    try:
+        with open(_FAULT_FILE, encoding="utf-8") as handle:
+            words = handle.read().split()
+    except OSError:
+        return None
+    return words[0] if words else "full"
+
+
+def injected_os_error() -> Optional[OSError]:
+    """The OSError an injected fault makes a file write raise, or None."""
+    import errno
+    fault = injected_fault()
+    if fault == "full":
+        return OSError(errno.ENOSPC, "No space left on device (injected by HUB_TEST_STORAGE_FAULT)")
+    if fault == "io":
+        return OSError(errno.EIO, "Input/output error (injected by HUB_TEST_STORAGE_FAULT)")
+    return None
+
 STDOUT, STDERR, NOTE_INFO, NOTE_WARNING, NOTE_ERROR, END = 1, 2, 3, 4, 5, 6
 STREAM_NAMES = {STDOUT: V.STDOUT, STDERR: V.STDERR}
 NOTE_TYPES = {NOTE_INFO: V.INFO, NOTE_WARNING: V.WARNING, NOTE_ERROR: V.ERROR}
@@ -174,6 +209,10 @@ class Spool:
         try:
             segment = self._segment_for(chunk.number)
             header = FRAME.pack(chunk.number, chunk.stream, chunk.at, len(data))
+            if _FAULT_FILE is not None:
+                injected = injected_os_error()
+                if injected is not None:
+                    raise injected
             written = os.writev(self._write_fd, [header, data])
             if written != len(header) + len(data):
                 os.ftruncate(self._write_fd, segment.size)   # never leave half a frame in the file

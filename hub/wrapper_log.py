@@ -14,6 +14,8 @@ import logging
 import os
 import time
 
+from hub.spool import injected_os_error
+
 KEEP_DAYS = 30
 
 
@@ -53,6 +55,9 @@ class DailyFileHandler(logging.FileHandler):
                 self.baseFilename = os.path.abspath(self._path())
             finally:
                 self.release()
+        if injected_os_error() is not None:   # a test's injected full disk (hub.spool's test hook)
+            self.handleError(record)
+            return
         super().emit(record)
 
 
