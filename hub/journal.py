@@ -161,36 +161,50 @@ def is_damage(exc: BaseException) -> bool:
 @dataclass
 class Conditions:
     """Storage trouble seen by this process: each kind once on stderr and in the log, and the
-    spans, so that each run can end with a Warning record saying what happened and for how long."""
+    spans, so that each run can end with a Warning record saying what happened and for how long.
+
+    A span is kept per place (the journal, a run's spool, the hub's log), since the same full
+    disk begins and clears for each of them at its own moment; `since` merges them per kind."""
 
     say: Callable[[str], None]
     log: Any
-    spans: List[List[Any]] = field(default_factory=list)   # [what, since, until or None]
+    spans: List[List[Any]] = field(default_factory=list)   # [what, where, since, until or None]
     _said: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def begin(self, what: str, where: str) -> None:
         with self._lock:
-            if any(span[0] == what and span[2] is None for span in self.spans):
+            if any(span[0] == what and span[1] == where and span[3] is None for span in self.spans):
                 return
-            self.spans.append([what, time.time(), None])
+            self.spans.append([what, where, time.time(), None])
             first = what not in self._said
             self._said.add(what)
         self.log.warning("%s (%s): output waits in memory and is delivered from there; writing resumes when it "
                          "clears", what, where)
         if first:
+            # Once per kind on stderr: the journal, the spool and the log each meet the same full disk.
             self.say(f"warning: {what} ({where}): output waits in memory and is delivered from there")
 
-    def end(self, what: Optional[str] = None) -> None:
+    def end(self, what: Optional[str] = None, where: Optional[str] = None) -> None:
         with self._lock:
             for span in self.spans:
-                if span[2] is None and (what is None or span[0] == what):
-                    span[2] = time.time()
-                    self.log.info("%s: cleared after %.0f s", span[0], span[2] - span[1])
+                if span[3] is None and (what is None or span[0] == what) and (where is None or span[1] == where):
+                    span[3] = time.time()
+                    self.log.info("%s (%s): cleared after %.0f s", span[0], span[1], span[3] - span[2])
 
     def since(self, start: float) -> List[Tuple[str, float, Optional[float]]]:
+        """Each kind's periods that reach past `start`, as (what, since, until or None while it
+        lasts): overlapping spans of one kind, from different places, are one period."""
         with self._lock:
-            return [(w, s, u) for w, s, u in self.spans if u is None or u >= start]
+            spans = [(w, s, u) for w, _, s, u in self.spans if u is None or u >= start]
+        merged: List[List[Any]] = []
+        for what, since, until in sorted(spans, key=lambda span: (span[0], span[1])):
+            last = merged[-1] if merged and merged[-1][0] == what else None
+            if last is not None and (last[2] is None or since <= last[2]):
+                last[2] = None if last[2] is None or until is None else max(last[2], until)
+            else:
+                merged.append([what, since, until])
+        return [(w, s, u) for w, s, u in sorted(merged, key=lambda span: span[1])]
 
 
 # -- ownership by lock files ------------------------------------------------------------------
@@ -383,7 +397,7 @@ class Journal:
 
     def _recovered(self) -> None:
         if self.condition is not None:
-            self.conditions.end(self.condition)
+            self.conditions.end(self.condition, self.path)
             self.condition = None
 
     def _fault(self, exc: BaseException) -> None:

@@ -109,7 +109,7 @@ class Spool:
     """One run's raw output. The reader threads call `append`; the delivery engine `take`s."""
 
     def __init__(self, folder: str, on_condition: Callable[[str, str], None] = lambda what, where: None,
-                 on_clear: Callable[[str], None] = lambda what: None, next_number: int = 0,
+                 on_clear: Callable[[str, str], None] = lambda what, where: None, next_number: int = 0,
                  memory_limit: int = MEMORY_LIMIT, clock: Callable[[], float] = time.monotonic):
         self.folder = folder
         self.on_condition, self.on_clear = on_condition, on_clear
@@ -224,7 +224,7 @@ class Spool:
         segment.size += written
         segment.last = chunk.number
         if self.condition is not None:
-            self.on_clear(self.condition)
+            self.on_clear(self.condition, self.folder)
             self.condition = None
         return True
 
