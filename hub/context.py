@@ -343,7 +343,9 @@ def run_script(args, script: str, body: Callable[[Context], int]) -> int:
         nonlocal log
         args.log_dir = prepare_log_dir(args.log_dir)
         conditions_box: List[Conditions] = []
-        log = wrapper_log.setup(args.log_dir, script, on_fault=lambda what: conditions_box[0].begin(what, args.log_dir))
+        log = wrapper_log.setup(args.log_dir, script,
+                                on_fault=lambda what, where: conditions_box[0].begin(what, where),
+                                on_clear=lambda what, where: conditions_box[0].end(what, where))
         conditions = Conditions(console.say, log)
         conditions_box.append(conditions)
         opened.append(open_context(args, log, console, conditions))
