@@ -41,7 +41,8 @@ from hub.state import ItemState, Origin, ParseState, RecordRow, RunRow, Step
 FILE = "journal.sqlite3"
 VERSION = 2
 RETRY_SECONDS = 1.0          # how often writes that wait in memory are tried again
-VACUUM_PAGES = 256           # free pages given back to the file system at a time
+VACUUM_PAGES = 256           # free pages (4 KiB each) kept for reuse while the journal is in use
+VACUUM_SECONDS = 1.0         # how often, at most, free pages beyond that are given back
 BUSY_SECONDS = 5.0           # how long a write waits for another process's lock before it is a condition
 # Test hook, never set in production: a shorter busy timeout, so a test can hold the journal
 # locked past it in seconds (the storage fault hook, HUB_TEST_STORAGE_FAULT, is in hub.spool).
@@ -296,6 +297,7 @@ class Journal:
         self.condition: Optional[str] = None
         self._next_try = 0.0
         self._deleted = 0
+        self._next_vacuum = 0.0
         self.set_aside: Optional[str] = None
         self.reset_count = 0         # how many times a damaged file was replaced (owners re-persist)
         self.db: Optional[sqlite3.Connection] = None
@@ -383,6 +385,14 @@ class Journal:
             if self.queue:
                 self.log.error("the journal could not take %d writes before the hub exited (%s)", len(self.queue),
                                self.condition)
+            elif self.db is not None:
+                # What was delivered leaves the disk too: every free page, and the WAL (when no
+                # other process reads it now).
+                self.give_back(keep=0)
+                try:
+                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                except sqlite3.Error:
+                    pass
             if self.db is not None:
                 self.db.close()
                 self.db = None
@@ -483,14 +493,24 @@ class Journal:
         """Called now and then by the delivery engine: retry waiting writes, give space back."""
         if self.queue:
             self.flush()
-        if self._deleted >= VACUUM_PAGES and self.condition is None:
+        if self._deleted and self.condition is None and self.clock() >= self._next_vacuum:
             self._deleted = 0
-            with self.lock:
-                try:
-                    if self.db is not None:
-                        self.db.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES * 4})")
-                except sqlite3.Error as exc:
-                    self.log.warning("the journal could not give space back: %s", exc)
+            self._next_vacuum = self.clock() + VACUUM_SECONDS
+            self.give_back(keep=VACUUM_PAGES)
+
+    def give_back(self, keep: int = 0) -> None:
+        """Return the file's free pages beyond `keep` to the file system (the file shrinks)."""
+        with self.lock:
+            if self.db is None or self.queue:
+                return
+            try:
+                free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
+                if free > keep:
+                    # executescript, not execute: each step of this pragma frees one page, and
+                    # execute() takes a single step.
+                    self.db.executescript(f"PRAGMA incremental_vacuum({free - keep});")
+            except sqlite3.Error as exc:
+                self.log.warning("the journal could not give space back: %s", exc)
 
     def waiting_writes(self) -> int:
         return len(self.queue)
@@ -704,6 +724,28 @@ class Journal:
             except OSError:
                 pass
         return total
+
+
+def disk_usage(folder: str) -> Dict[str, int]:
+    """The journal's bytes on disk in a log folder, by part: "sqlite" (journal.sqlite3), "wal"
+    and "shm" (its write-ahead log and shared-memory index), "spool" (raw output in segment
+    files, log/spool/), and "total". Sizes as the files say (st_size); a missing part is 0.
+    For tests and the benchmark: it reads only the file system, never the journal."""
+    usage = {"sqlite": 0, "wal": 0, "shm": 0, "spool": 0}
+    base = os.path.join(folder, FILE)
+    for part, suffix in (("sqlite", ""), ("wal", "-wal"), ("shm", "-shm")):
+        try:
+            usage[part] = os.stat(base + suffix).st_size
+        except OSError:
+            pass
+    for root, _, names in os.walk(os.path.join(folder, "spool")):
+        for name in names:
+            try:
+                usage["spool"] += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass   # a segment deleted while we looked
+    usage["total"] = sum(usage.values())
+    return usage
 
 
 def _dump(value: Optional[Dict[str, Any]]) -> Optional[str]:
