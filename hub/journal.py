@@ -386,13 +386,13 @@ class Journal:
                 self.log.error("the journal could not take %d writes before the hub exited (%s)", len(self.queue),
                                self.condition)
             elif self.db is not None:
-                # What was delivered leaves the disk too: every free page, and the WAL (when no
-                # other process reads it now).
-                self.give_back(keep=0)
+                # What was delivered leaves the disk too: every free page (the last connection to
+                # close removes the WAL). Not worth waiting for another process's lock at exit.
                 try:
-                    self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                    self.db.execute("PRAGMA busy_timeout=100")
                 except sqlite3.Error:
                     pass
+                self.give_back(keep=0)
             if self.db is not None:
                 self.db.close()
                 self.db = None
