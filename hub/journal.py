@@ -115,11 +115,12 @@ _RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path",
                    "created_at")
 
 # What a sqlite3 error means: a condition the journal waits out, or damage.
+FULL, IO_ERROR = "the disk is full", "the disk reported an I/O error"
 CONDITIONS = (
-    ("database or disk is full", "the disk is full"),
+    ("database or disk is full", FULL),
     ("locked", "another process holds the journal locked"),
     ("readonly", "the journal is read-only"),
-    ("disk i/o error", "the disk reported an I/O error"),
+    ("disk i/o error", IO_ERROR),
     ("unable to open", "the journal cannot be opened"),
     ("no such table", "the journal was changed by another version of the hub"),
 )
@@ -143,9 +144,19 @@ def condition_of(exc: BaseException) -> Optional[str]:
 
 def _os_condition(exc: OSError) -> str:
     import errno
-    return {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+    return {errno.ENOSPC: FULL, errno.EDQUOT: "the disk quota is exceeded",
             errno.EROFS: "the file system is read-only", errno.EACCES: "the log folder cannot be written",
-            errno.EIO: "the disk reported an I/O error"}.get(exc.errno, f"the disk cannot be written ({exc.strerror})")
+            errno.EIO: IO_ERROR}.get(exc.errno, f"the disk cannot be written ({exc.strerror})")
+
+
+def disk_full(folder: str, margin: int = 1 << 20) -> bool:
+    """Whether the file system of `folder` has less than `margin` bytes left for this user."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    blocks = stat.f_bfree if os.geteuid() == 0 else stat.f_bavail
+    return blocks * stat.f_frsize < margin
 
 
 class _Replaced(Exception):
@@ -400,6 +411,9 @@ class Journal:
     # -- conditions ------------------------------------------------------------------------------
 
     def _degrade(self, condition: str) -> None:
+        if condition == IO_ERROR and disk_full(self.folder):
+            # SQLite reports a full disk as an I/O error when its shared-memory index cannot grow.
+            condition = FULL
         if self.condition is None:
             self.condition = condition
             self.conditions.begin(condition, self.path)
