@@ -252,6 +252,11 @@ def finish_entry(ctx, report: RunReport) -> int:
 
 def replay(ctx: context.Context, idle_seconds: float, retry_refused: bool) -> int:
     """--replay: deliver what the journal owes this installation; say what went and what remains."""
+    if ctx.journal.db is None:
+        # Not "0 remain": what the journal holds is there, it just cannot be read now.
+        print(f"replay: the journal cannot be read now ({ctx.journal.condition}); nothing was delivered and what "
+              f"it holds stays in it: --replay again once that clears")
+        return V.EXIT_JOURNALED
     adopted = ctx.adopt_orphans(retry_refused=retry_refused)
     engine = ctx._engine
     code = V.EXIT_OK
