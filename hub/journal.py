@@ -198,11 +198,14 @@ class Conditions:
             self.say(f"warning: {what} ({where}): output waits in memory and is delivered from there")
 
     def end(self, what: Optional[str] = None, where: Optional[str] = None) -> None:
+        ended = []
         with self._lock:
             for span in self.spans:
                 if span[3] is None and (what is None or span[0] == what) and (where is None or span[1] == where):
                     span[3] = time.time()
-                    self.log.info("%s (%s): cleared after %.0f s", span[0], span[1], span[3] - span[2])
+                    ended.append(span)
+        for span in ended:   # outside the lock: the hub's log may itself report through begin/end
+            self.log.info("%s (%s): cleared after %.0f s", span[0], span[1], span[3] - span[2])
 
     def since(self, start: float) -> List[Tuple[str, float, Optional[float]]]:
         """Each kind's periods that reach past `start`, as (what, since, until or None while it
