@@ -44,6 +44,7 @@ RETRY_SECONDS = 1.0          # how often writes that wait in memory are tried ag
 VACUUM_PAGES = 256           # free pages (4 KiB each) kept for reuse while the journal is in use
 VACUUM_SECONDS = 1.0         # how often, at most, free pages beyond that are given back
 BUSY_SECONDS = 5.0           # how long a write waits for another process's lock before it is a condition
+CLOSE_WAIT_SECONDS = 30.0    # at exit, how long waiting writes wait for another process's lock to go
 # Test hook, never set in production: a shorter busy timeout, so a test can hold the journal
 # locked past it in seconds (the storage fault hook, HUB_TEST_STORAGE_FAULT, is in hub.spool).
 if os.environ.get("HUB_TEST_BUSY_SECONDS"):
@@ -116,9 +117,10 @@ _RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path",
 
 # What a sqlite3 error means: a condition the journal waits out, or damage.
 FULL, IO_ERROR = "the disk is full", "the disk reported an I/O error"
+LOCKED = "another process holds the journal locked"
 CONDITIONS = (
     ("database or disk is full", FULL),
-    ("locked", "another process holds the journal locked"),
+    ("locked", LOCKED),
     ("readonly", "the journal is read-only"),
     ("disk i/o error", IO_ERROR),
     ("unable to open", "the journal cannot be opened"),
@@ -396,9 +398,14 @@ class Journal:
     def close(self) -> None:
         with self.lock:
             self.flush(force=True)
+            # Another process's lock usually goes soon: worth waiting for at exit, since what
+            # waits in memory now (a run's final status, records) would be gone with this process.
+            deadline = self.clock() + CLOSE_WAIT_SECONDS
+            while self.queue and self.condition == LOCKED and self.clock() < deadline:
+                time.sleep(RETRY_SECONDS)
+                self.flush(force=True)
             if self.queue:
-                self.log.error("the journal could not take %d writes before the hub exited (%s)", len(self.queue),
-                               self.condition)
+                self._lost()
             elif self.db is not None:
                 # What was delivered leaves the disk too: every free page (the last connection to
                 # close removes the WAL). Not worth waiting for another process's lock at exit.
@@ -410,6 +417,21 @@ class Journal:
             if self.db is not None:
                 self.db.close()
                 self.db = None
+
+    def _lost(self) -> None:
+        """Writes the journal never took, said on stderr: this process takes them with it."""
+        records = sum(len(op.records) for op in self.queue if op.records)
+        runs = sorted({op.statements[0][1][0] for op in self.queue
+                       if op.statements and op.statements[0][0].startswith("INSERT OR REPLACE INTO runs")})
+        what = [f"{records} record{'s' if records != 1 else ''} OneVizion has not confirmed"] if records else []
+        if runs:
+            what.append(f"the latest state of run{'s' if len(runs) != 1 else ''} {', '.join(runs)} (its final status)")
+        self.log.error("the journal could not take %d writes before the hub exited (%s): %s", len(self.queue),
+                       self.condition, "; ".join(what) or "bookkeeping only")
+        if what:
+            self.conditions.say(f"error: the journal could not keep {' and '.join(what)} before the hub exited "
+                                f"({self.condition}); the next invocation delivers the output its spool holds on "
+                                f"disk, and closes a run it finds unfinished as abandoned")
 
     # -- conditions ------------------------------------------------------------------------------
 
