@@ -112,6 +112,7 @@ _RUN_COLUMNS = ("run_key", "installation", "integration_key", "integration_id", 
                 "create_answer", "last_run_fields", "last_run_state", "last_run_answer", "final_fields",
                 "final_state", "final_answer", "run_file", "run_file_state", "run_file_answer", "output_open",
                 "parse", "notes")
+_PARSE_COLUMNS = ("run_key", "parse", "last_activity")    # put_run leaves them to the first write and put_records
 _RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path", "state", "trackor_id", "answer",
                    "created_at")
 
@@ -422,7 +423,7 @@ class Journal:
         """Writes the journal never took, said on stderr: this process takes them with it."""
         records = sum(len(op.records) for op in self.queue if op.records)
         runs = sorted({op.statements[0][1][0] for op in self.queue
-                       if op.statements and op.statements[0][0].startswith("INSERT OR REPLACE INTO runs")})
+                       if op.statements and op.statements[0][0].startswith("INSERT OR IGNORE INTO runs")})
         what = [f"{records} record{'s' if records != 1 else ''} OneVizion has not confirmed"] if records else []
         if runs:
             what.append(f"the latest state of run{'s' if len(runs) != 1 else ''} {', '.join(runs)} (its final status)")
@@ -557,10 +558,19 @@ class Journal:
     # -- the writes the hub makes -------------------------------------------------------------------
 
     def put_run(self, row: RunRow) -> None:
-        """Insert or replace a run's whole row (a run opened, a run-level item changed)."""
+        """A run's row (a run opened, a run-level item changed). Where its output's parse stands
+        is put_records' to write, with the records it made: a row taken from memory may be older
+        than the last parse written (the parse and this write race), and writing its position
+        back would make a later invocation look for output that was already made into records
+        and whose spool segments are gone (the run would never be closed)."""
         values = _run_values(row)
-        self._submit(_Op([(f"INSERT OR REPLACE INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
-                           f"({','.join('?' * len(_RUN_COLUMNS))})", values)]))
+        kept = [i for i, name in enumerate(_RUN_COLUMNS) if name not in _PARSE_COLUMNS]
+        self._submit(_Op([
+            (f"INSERT OR IGNORE INTO runs({','.join(_RUN_COLUMNS)}) VALUES({','.join('?' * len(_RUN_COLUMNS))})",
+             values),
+            (f"UPDATE runs SET {', '.join(_RUN_COLUMNS[i] + '=?' for i in kept)}, "
+             f"last_activity=max(last_activity, ?) WHERE run_key=?",
+             [values[i] for i in kept] + [row.last_activity, row.run_key])]))
 
     def put_records(self, run_key: str, records: Sequence[RecordRow], parse: Optional[ParseState] = None,
                     last_activity: Optional[float] = None, on_written: Optional[Callable[[], None]] = None) -> None:
