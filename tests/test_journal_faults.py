@@ -402,3 +402,159 @@ def test_a_full_disk_and_onevizion_down_hold_the_child_back_within_bounded_memor
     assert held and float(held.group(1)) >= 1.0, warning
     # 100 MB printed; what the wrapper held at any moment stayed a fraction of it.
     assert sampler.rss_peak < 100 * MB, sampler.rss_peak
+
+
+# == 3. The journal locked by another process past the busy timeout ============================
+
+BUSY = "0.5"     # the wrapper's busy timeout (HUB_TEST_BUSY_SECONDS), instead of 5 s
+
+
+class Locker(threading.Thread):
+    """Another process's hold on the journal: a second sqlite3 connection inside BEGIN EXCLUSIVE
+    for `seconds`, from when `start_when()` holds."""
+
+    def __init__(self, path: str, seconds: float, start_when):
+        super().__init__(daemon=True)
+        self.path, self.seconds, self.start_when = path, seconds, start_when
+        self.held = threading.Event()
+        self.released = threading.Event()
+        self.error = None
+
+    def run(self) -> None:
+        try:
+            wait_for(self.start_when, 60, "the moment to lock the journal")
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("BEGIN EXCLUSIVE")
+                self.held.set()
+                time.sleep(self.seconds)
+                db.execute("COMMIT")
+            finally:
+                db.close()
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            self.error = exc
+        finally:
+            self.released.set()
+
+
+def test_a_journal_locked_past_the_busy_timeout_loses_no_batch_and_the_run_says_so(hub, monkeypatch):
+    monkeypatch.setenv("HUB_TEST_BUSY_SECONDS", BUSY)
+    key = hub.add_integration("Locked")
+    locker = Locker(os.path.join(hub.log_dir, "journal.sqlite3"), 3.0, hub.journal_holds_output)
+    locker.start()
+    started = time.monotonic()
+    done = hub.script("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Locked", "ExecutablePath": fixture_command("paced.py", "1000", "0.005")}))
+    locker.join(30)
+    print(f"\nlocked 3 s (busy timeout {BUSY} s) during a 1000-line run: exit {done.returncode} after "
+          f"{time.monotonic() - started:.1f} s; stderr {done.stderr!r}")
+    assert locker.error is None and locker.held.is_set()
+    assert done.returncode == 0, done.stderr
+    no_noise(done.stderr)
+    assert done.stderr.count("another process holds the journal locked") == 1, done.stderr
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert output_lines(hub, run["TRACKOR_KEY"]) == [f"line {n:06d}" for n in range(1, 1001)]
+    keys = [r["TRACKOR_KEY"] for r in hub.logs(run["TRACKOR_KEY"])]
+    assert len(keys) == len(set(keys))
+    warning = storage_warning(hub, run["TRACKOR_KEY"])
+    print(f"Warning record: {warning}")
+    found = re.search(r"another process holds the journal locked from \S+ for (\d+) s", warning)
+    assert found and 1 <= int(found.group(1)) <= 6, warning
+    replay = hub.script("IntegrationWrapper.py", "--replay")
+    assert replay.returncode == 0 and "0 records and 0 statuses remain" in replay.stdout, replay.stdout
+    assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)
+
+
+def test_batches_written_while_the_journal_was_locked_and_onevizion_down_are_replayed(hub, monkeypatch):
+    """OneVizion down for the whole run and the journal locked while the output comes: the
+    batches wait in memory until the lock goes, then the journal holds them; --status and
+    --replay say what remains, and the replay delivers each line once."""
+    monkeypatch.setenv("HUB_TEST_BUSY_SECONDS", BUSY)
+    key = hub.add_integration("Locked down")
+    locker = Locker(os.path.join(hub.log_dir, "journal.sqlite3"), 2.0, lambda: os.path.exists(
+        os.path.join(hub.log_dir, "journal.sqlite3")) and hub.journal_rows("runs") > 0)
+    locker.start()
+    done = hub.script("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Locked down", "ExecutablePath": fixture_command(
+            "takes_onevizion_down.py", hub.sandbox.url, "600", "300", "4", "0")}), "--drain-seconds", "1")
+    locker.join(30)
+    assert locker.error is None and locker.held.is_set()
+    print(f"\nlocked 2 s with OneVizion down: exit {done.returncode}; stderr {done.stderr!r}")
+    assert done.returncode == 75, done.stderr
+    no_noise(done.stderr)
+    assert "wait in the journal" in done.stderr
+    status = hub.script("IntegrationWrapper.py", "--status")
+    print(status.stdout)
+    assert status.returncode == 75 and "the final status" in status.stdout
+    owed = re.search(r"owed: (\d+) records?", status.stdout)
+    assert owed, status.stdout
+    hub.sandbox.clear_faults()
+    replay = hub.script("IntegrationWrapper.py", "--replay")
+    print(replay.stdout)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert f"delivered {owed.group(1)} records and 1 final statuses; 0 records and 0 statuses remain" in replay.stdout
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert output_lines(hub, run["TRACKOR_KEY"]) == [f"line {n:06d}" for n in range(1, 301)]
+    assert "another process holds the journal locked" in storage_warning(hub, run["TRACKOR_KEY"])
+    again = hub.script("IntegrationWrapper.py", "--replay")
+    assert again.returncode == 0 and "delivered 0 records and 0 final statuses; 0 records and 0 statuses remain" \
+        in again.stdout
+
+
+def test_a_lock_still_held_when_the_wrapper_exits_is_waited_for_and_nothing_is_lost(hub, monkeypatch):
+    """The journal still locked when the wrapper is done (OneVizion down, so the records and the
+    final status are owed): the wrapper waits for the lock at exit instead of taking its last
+    writes with it, so the run's true status reaches OneVizion on --replay."""
+    monkeypatch.setenv("HUB_TEST_BUSY_SECONDS", BUSY)
+    key = hub.add_integration("Locked at exit")
+    locker = Locker(os.path.join(hub.log_dir, "journal.sqlite3"), 6.0, lambda: os.path.exists(
+        os.path.join(hub.log_dir, "journal.sqlite3")) and hub.journal_rows("runs") > 0)
+    locker.start()
+    started = time.monotonic()
+    done = hub.script("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Locked at exit", "ExecutablePath": fixture_command(
+            "takes_onevizion_down.py", hub.sandbox.url, "600", "300", "1", "0")}), "--drain-seconds", "1")
+    seconds = time.monotonic() - started
+    locker.join(30)
+    print(f"\nlocked 6 s from the run's start, past the wrapper's drain: exit {done.returncode} after {seconds:.1f} s; "
+          f"stderr {done.stderr!r}")
+    assert locker.error is None and locker.held.is_set()
+    assert done.returncode == 75, done.stderr
+    assert seconds >= 5.0          # it waited for the lock
+    no_noise(done.stderr)
+    assert "could not keep" not in done.stderr
+    status = hub.script("IntegrationWrapper.py", "--status")
+    assert "ended, waiting to be delivered" in status.stdout and "the final status" in status.stdout, status.stdout
+    hub.sandbox.clear_faults()
+    replay = hub.script("IntegrationWrapper.py", "--replay")
+    assert replay.returncode == 0 and "0 records and 0 statuses remain" in replay.stdout, replay.stdout + hub.hub_log()
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert output_lines(hub, run["TRACKOR_KEY"]) == [f"line {n:06d}" for n in range(1, 301)]
+    assert not any(r["IL_MESSAGE_TYPE"] == "Error" for r in hub.logs(run["TRACKOR_KEY"]))
+
+
+def test_a_run_row_written_from_memory_never_moves_the_parse_position_back(tmp_path):
+    """The race behind a run that no replay could close: the parse wrote its records and
+    position, and a run-level write (the final status) taken from memory a moment before carried
+    the older position; written after, it sent a later invocation looking for output whose
+    spool segments were already gone. A real journal file, no process."""
+    import logging
+    from hub.journal import Conditions, Journal
+    from hub.state import Origin, ParseState, RunRow
+    journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
+    try:
+        row = RunRow("R-1", "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0,
+                     output_open=True)
+        journal.put_run(row)
+        journal.put_records("R-1", [], ParseState(next_chunk=5, next_seq=10, ended=True), last_activity=7.0)
+        stale = RunRow("R-1", "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0,
+                       output_open=False)   # its parse: the default, chunk 0
+        journal.put_run(stale)
+        kept = journal.run("R-1")
+        assert (kept.parse.next_chunk, kept.parse.next_seq, kept.parse.ended) == (5, 10, True)
+        assert kept.last_activity == 7.0 and kept.output_open is False
+    finally:
+        journal.close()
