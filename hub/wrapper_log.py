@@ -73,7 +73,11 @@ class DailyFileHandler(logging.FileHandler):
             except OSError:
                 self.handleError(record)
             return
-        super().emit(record)
+        try:
+            super().emit(record)
+        except OSError:
+            # The file itself could not be opened (FileHandler opens it outside its own guard).
+            self.handleError(record)
         if not self._failed and self.failing is not None:
             what, self.failing = self.failing, None
             if self.on_clear is not None:
