@@ -37,14 +37,48 @@ def prepare_log_dir(folder: str) -> str:
         raise UsageError(f"log folder {folder} cannot be created: {exc.strerror} {hint}") from None
     if not os.path.isdir(folder):
         raise UsageError(f"log folder {folder} is not a folder {hint}")
-    probe = os.path.join(folder, f".probe-{os.getpid()}")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(probe)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EEXIST):
-            raise UsageError(f"log folder {folder} cannot be written: {exc.strerror} {hint}") from None
+    # The folder, and what earlier invocations made in it (perhaps as another user: a manual run
+    # as root, then cron): the lock folders, the spool, the journal, today's log.
+    for sub in ("", "owners", "locks", "spool"):
+        path = os.path.join(folder, sub) if sub else folder
+        if sub and not os.path.isdir(path):
+            continue
+        probe = os.path.join(path, f".probe-{os.getpid()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EEXIST):
+                raise UsageError(f"log folder {folder} cannot be written: {_why(folder, path, exc)} {hint}") from None
+    from hub.journal import FILE
+    for name in (FILE, FILE + "-wal", FILE + "-shm", time.strftime("hub-%Y-%m-%d.log")):
+        path = os.path.join(folder, name)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise UsageError(f"log folder {folder} cannot be written: {_why(folder, path, exc)} {hint}") from None
     return folder
+
+
+def _why(folder: str, path: str, exc: OSError) -> str:
+    """What stops the hub writing `path` in `folder`: the error, and whose `path` is when it is
+    someone else's."""
+    name = "it" if path == folder else path
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return exc.strerror
+    if uid == os.geteuid():
+        return exc.strerror if path == folder else f"{path}: {exc.strerror}"
+    try:
+        import pwd
+        owner = pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        owner = f"uid {uid}"
+    return f"{name} belongs to {owner}: {exc.strerror}"
 
 
 @dataclass
