@@ -558,3 +558,92 @@ def test_a_run_row_written_from_memory_never_moves_the_parse_position_back(tmp_p
         assert kept.last_activity == 7.0 and kept.output_open is False
     finally:
         journal.close()
+
+
+# == 4. A log folder that cannot be used: exit 2 before anything runs =========================
+
+WITHOUT_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]   # root, minus "ignore modes"
+
+
+def run_as(prefix, hub, script, *args):
+    argv = [*prefix, sys.executable, os.path.join(REPO_ROOT, script), *args]
+    return subprocess.run(argv, cwd=hub.tmp, capture_output=True, text=True, timeout=60)
+
+
+def _cannot_be_created(hub):
+    parent = os.path.join(hub.tmp, "read-only")
+    stack = contextlib.ExitStack()
+    stack.enter_context(tmpfs(parent, "1m", read_only=True))
+    return os.path.join(parent, "log"), [], stack, "cannot be created"
+
+
+def _is_a_file(hub):
+    path = os.path.join(hub.tmp, "log-file")
+    with open(path, "w") as out:
+        out.write("not a folder\n")
+    return path, [], contextlib.ExitStack(), "is not a folder"
+
+
+def _read_only_mount(hub):
+    path = os.path.join(hub.tmp, "read-only-log")
+    stack = contextlib.ExitStack()
+    stack.enter_context(tmpfs(path, "1m", read_only=True))
+    return path, [], stack, "cannot be written"
+
+
+def _read_only_with_a_journal(hub):
+    """A log folder the hub used (its journal, logs, lock folders in it), then made read-only."""
+    hub.add_integration("Before")
+    assert hub.script("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Before", "ExecutablePath": fixture_command("says.py", "out:fine")})).returncode == 0
+    hub.sandbox.reset()
+    stack = contextlib.ExitStack()
+    stack.enter_context(read_only_bind(hub.log_dir))
+    return hub.log_dir, [], stack, "cannot be written"
+
+
+def _another_users_folder(hub):
+    """A folder that belongs to another user, for a hub that cannot ignore modes (root without
+    CAP_DAC_OVERRIDE, as any other user is)."""
+    if subprocess.run([*WITHOUT_DAC, "true"], capture_output=True).returncode != 0:
+        pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here")
+    path = os.path.join(hub.tmp, "other-users-log")
+    os.makedirs(path, mode=0o755)
+    os.chown(path, 65534, 65534)
+    return path, WITHOUT_DAC, contextlib.ExitStack(), "cannot be written"
+
+
+def _another_users_journal(hub):
+    """A log folder of ours whose journal and folders another user's wrapper made (a manual run
+    as another user, then cron)."""
+    if subprocess.run([*WITHOUT_DAC, "true"], capture_output=True).returncode != 0:
+        pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here")
+    hub.add_integration("Before")
+    assert hub.script("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Before", "ExecutablePath": fixture_command("says.py", "out:fine")})).returncode == 0
+    hub.sandbox.reset()
+    for name in os.listdir(hub.log_dir):
+        os.chown(os.path.join(hub.log_dir, name), 65534, 65534)
+    return hub.log_dir, WITHOUT_DAC, contextlib.ExitStack(), "cannot be written"
+
+
+@pytest.mark.parametrize("kind", [_cannot_be_created, _is_a_file, _read_only_mount, _read_only_with_a_journal,
+                                  _another_users_folder, _another_users_journal],
+                         ids=["cannot-be-created", "is-a-file", "read-only", "read-only-with-a-journal",
+                              "another-users-folder", "another-users-journal"])
+@pytest.mark.parametrize("script", ["IntegrationWrapper.py", "IntegrationWrapperAddingLog.py",
+                                    "IntegrationWrapperRunController.py"])
+def test_a_log_folder_that_cannot_be_used_is_exit_2_before_any_run(hub, kind, script):
+    folder, prefix, stack, says = kind(hub)
+    with stack:
+        key = hub.add_integration("Anything")
+        args = {"IntegrationWrapper.py": ["-i", hub.integrations_file({
+                    "IntegrationName": "Anything", "ExecutablePath": fixture_command("says.py", "out:ran")})],
+                "IntegrationWrapperAddingLog.py": ["-i", key, "-w", "Info", "-m", "hello"],
+                "IntegrationWrapperRunController.py": ["-i", key, "-t", "start"]}[script]
+        done = run_as(prefix, hub, script, "-p", hub.passwords, "--log-dir", folder, *args)
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    no_noise(done.stderr)
+    [line] = done.stderr.strip().splitlines()
+    assert folder in line and "--log-dir" in line and says in line, line
+    assert hub.runs() == [] and hub.logs() == []
