@@ -234,6 +234,8 @@ class Spool:
             if self._write_fd is not None:
                 os.close(self._write_fd)
                 self._write_fd = None
+            # Both levels 0700: makedirs gives the folders it makes on the way the umask's mode.
+            os.makedirs(os.path.dirname(self.folder), mode=0o700, exist_ok=True)
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
             segment = _Segment(os.path.join(self.folder, f"{number:012d}.seg"), number)
             self._write_fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
