@@ -647,3 +647,40 @@ def test_a_log_folder_that_cannot_be_used_is_exit_2_before_any_run(hub, kind, sc
     [line] = done.stderr.strip().splitlines()
     assert folder in line and "--log-dir" in line and says in line, line
     assert hub.runs() == [] and hub.logs() == []
+
+
+# == 5. File modes: private to the hub's user, whatever the umask ==============================
+
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+def test_the_log_folder_and_everything_in_it_are_private_to_the_hubs_user(hub, umask):
+    key = hub.add_integration("Modes")
+    argv = [sys.executable, os.path.join(REPO_ROOT, "IntegrationWrapper.py"), *hub.common("-i", hub.integrations_file({
+        "IntegrationName": "Modes", "ExecutablePath": fixture_command("paced.py", "60", "0.05")}))]
+    process = subprocess.Popen(argv, cwd=hub.tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               umask=umask)
+    log_dir = hub.log_dir
+    seen = {}
+    try:
+        def everything_there():
+            for root, folders, files in os.walk(log_dir):
+                for name in folders + files:
+                    path = os.path.join(root, name)
+                    try:
+                        seen[os.path.relpath(path, log_dir)] = os.lstat(path).st_mode
+                    except FileNotFoundError:
+                        pass
+            names = set(seen)
+            return {"journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm", "owners", "locks", "spool",
+                    "timezone.json"} <= names and any(n.endswith(".seg") for n in names) and \
+                any(n.startswith("owners/") for n in names) and any(n.startswith("locks/") for n in names) and \
+                any(n.startswith("hub-") for n in names)
+        wait_for(everything_there, 20, "the journal, its WAL, a spool segment, the locks and the log")
+    finally:
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    seen[""] = os.stat(log_dir).st_mode
+    wrong = {name: oct(mode & 0o777) for name, mode in seen.items()
+             if (mode & 0o777) != (0o700 if (mode & 0o170000) == 0o040000 else 0o600)}
+    print(f"\numask {umask:03o}: {len(seen)} paths in the log folder: {sorted(seen)}")
+    assert wrong == {}, wrong
+    assert output_lines(hub, only_run(hub, key)["TRACKOR_KEY"]) == [f"line {n:06d}" for n in range(1, 61)]
