@@ -205,7 +205,8 @@ class Sampler(threading.Thread):
                             self.rss_peak = max(self.rss_peak, int(line.split()[1]) * 1024)
             except OSError:
                 pass
-            self.samples.append((time.monotonic() - self.started_at, disk_usage(self.log_dir), self.extra()))
+            extra = self.extra()     # first: what OneVizion had, then the disk (never the other way round)
+            self.samples.append((time.monotonic() - self.started_at, disk_usage(self.log_dir), extra))
             self.stop.wait(self.every)
 
     def finish(self) -> "Sampler":
@@ -684,3 +685,49 @@ def test_the_log_folder_and_everything_in_it_are_private_to_the_hubs_user(hub, u
     print(f"\numask {umask:03o}: {len(seen)} paths in the log folder: {sorted(seen)}")
     assert wrong == {}, wrong
     assert output_lines(hub, only_run(hub, key)["TRACKOR_KEY"]) == [f"line {n:06d}" for n in range(1, 61)]
+
+
+# == 6. The journal stays small ===================================================================
+
+@pytest.mark.parametrize("lines,latency_ms", [(200_000, 0), (1_000_000, 0), (200_000, 150), (1_000_000, 40)],
+                         ids=["200k", "1M", "200k-slow-onevizion", "1M-slow-onevizion"])
+def test_the_journal_gives_delivered_output_back_during_and_after_a_flood(hub, lines, latency_ms):
+    """The journal's bytes on disk (hub.journal.disk_usage: SQLite file, WAL, shm, spool), sampled
+    20 times a second while a flood is delivered: at every sample at most 1.25 times the output
+    still undelivered plus 16 MB; after the run, at most 1 MB (nothing is owed)."""
+    hub.sandbox.set_faults(latency_ms=latency_ms)
+    key = hub.add_integration("Size")
+    times = os.path.join(hub.tmp, "flood-times")
+    output = lines * 100                     # 99 characters and a newline per line
+    exact_after = []
+
+    def undelivered():
+        printed = os.path.exists(times)      # before the child is done, `output` is more than it printed
+        return printed, max(0, output - delivered_bytes(hub.sandbox))
+
+    code, _, err, sampler, seconds = run_sampled(hub, "-i", hub.integrations_file({
+        "IntegrationName": "Size", "ExecutablePath": fixture_command("flood_fault.py", str(lines), "--times", times)}),
+        "--drain-seconds", "60", extra=undelivered)
+    after = disk_usage(hub.log_dir)
+    assert code == 0, err
+    over = []
+    peak, peak_owed, margin = 0, 0, None
+    for at, usage, (printed, owed) in sampler.samples:
+        bound = 1.25 * owed + 16 * MB
+        if usage["total"] > peak:
+            peak, peak_owed = usage["total"], owed
+        if printed:
+            exact_after.append(at)
+            margin = min(margin if margin is not None else bound, bound - usage["total"])
+        if usage["total"] > bound:
+            over.append((round(at, 2), usage, owed))
+    print(f"\n{lines} lines ({output / MB:.0f} MB) at {latency_ms} ms: wrapper {seconds:.1f} s, {len(sampler.samples)} "
+          f"samples ({len(exact_after)} after the child was done); journal peak {peak / MB:.1f} MB with "
+          f"{peak_owed / MB:.1f} MB undelivered; closest to the bound: {(margin or 0) / MB:.1f} MB under; "
+          f"after the run {after['total'] / 1024:.0f} KiB {after}; wrapper peak RSS {sampler.rss_peak / MB:.0f} MB")
+    assert over == [], over[:5]
+    assert after["total"] <= 1 * MB, after
+    assert exact_after, "no sample after the child was done: the check above proved little"
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert output_lines(hub, run["TRACKOR_KEY"]) == flooded(lines)
