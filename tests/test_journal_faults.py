@@ -731,3 +731,74 @@ def test_the_journal_gives_delivered_output_back_during_and_after_a_flood(hub, l
     run = only_run(hub, key)
     assert run["IR_STATUS"] == "Executed without Warnings"
     assert output_lines(hub, run["TRACKOR_KEY"]) == flooded(lines)
+
+
+# == 7. kill -9 in the middle of a flood ==========================================================
+
+def final_status_journaled(hub) -> bool:
+    path = os.path.join(hub.log_dir, "journal.sqlite3")
+    if not os.path.exists(path):
+        return False
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM runs WHERE final_fields IS NOT NULL").fetchone()[0] > 0
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("moment", ["after-the-flood", "during-the-flood"])
+def test_a_wrapper_killed_mid_flood_loses_and_duplicates_nothing_after_the_next_invocation(hub, moment):
+    """kill -9 of the wrapper while a slow OneVizion still owes most of a flood: the raw output
+    is in spool segment files, and the next invocation delivers it, each line once, in order.
+    `after-the-flood`: the child had printed all 200,000 lines; `during-the-flood`: it was still
+    printing 2,000,000 (it dies of the closed pipe), so what arrives is a prefix with no gap."""
+    hub.sandbox.set_faults(latency_ms=100)
+    key = hub.add_integration("Killed")
+    times = os.path.join(hub.tmp, "flood-times")
+    lines = 200_000 if moment == "after-the-flood" else 2_000_000
+    wrapper = hub.spawn("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Killed", "ExecutablePath": fixture_command("flood_fault.py", str(lines), "--times", times)}))
+    spool = os.path.join(hub.log_dir, "spool")
+    try:
+        if moment == "after-the-flood":
+            wait_for(lambda: final_status_journaled(hub), 60, "the child's end in the journal")
+        else:
+            wait_for(lambda: disk_usage(hub.log_dir)["spool"] > 20 * MB, 60, "20 MB of output in the spool")
+        wait_for(lambda: delivered_bytes(hub.sandbox) > 0, 30, "the first records in OneVizion")
+        before = disk_usage(hub.log_dir)
+        delivered = delivered_bytes(hub.sandbox)
+        wrapper.kill()
+        wrapper.wait(10)
+    finally:
+        wrapper.kill()
+        wrapper.communicate()
+    print(f"\n[{moment}] killed with {before['spool'] / MB:.1f} MB in the spool ({len(os.listdir(spool))} runs), "
+          f"{before['sqlite'] / MB:.1f} MB in SQLite, {delivered / MB:.1f} MB delivered")
+    hub.sandbox.set_faults(latency_ms=0)
+    started = time.monotonic()
+    replay = hub.script("IntegrationWrapper.py", "--replay", timeout=300)
+    print(f"[{moment}] --replay: exit {replay.returncode} in {time.monotonic() - started:.1f} s: {replay.stdout.strip()}")
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    no_noise(replay.stderr)
+    assert "0 records and 0 statuses remain" in replay.stdout
+    run = only_run(hub, key)
+    records = hub.logs(run["TRACKOR_KEY"])
+    keys = [r["TRACKOR_KEY"] for r in records]
+    assert len(keys) == len(set(keys))
+    got = output_lines(hub, run["TRACKOR_KEY"])
+    last = sorted(records, key=lambda r: int(r["TRACKOR_KEY"].rsplit("-", 1)[1]))[-1]
+    if moment == "after-the-flood":
+        # The child's end (exit 0) was in the journal: the run ends as the child earned.
+        assert got == flooded(lines)
+        assert run["IR_STATUS"] == "Executed without Warnings"
+        assert not any(r["IL_MESSAGE_TYPE"] == "Error" for r in records)
+    else:
+        assert len(got) * 100 >= before["spool"] * 0.9 and got == flooded(len(got)), len(got)
+        assert run["IR_STATUS"] == "Executed with Warnings"
+        assert last["IL_MESSAGE_TYPE"] == "Error"
+        assert f"The wrapper (pid {wrapper.pid}) stopped before the run ended; output after" in last["IL_MESSAGE"]
+    assert disk_usage(hub.log_dir)["total"] <= 1 * MB
+    again = hub.script("IntegrationWrapper.py", "--replay")
+    assert "delivered 0 records and 0 final statuses; 0 records and 0 statuses remain" in again.stdout
