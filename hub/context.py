@@ -237,6 +237,8 @@ class Context:
             if self.owner.alive(row.owner) or not self.journal.claim(row.run_key, row.owner, self.owner.id):
                 continue
             previous, row.owner = row.owner, self.owner.id
+            if self._delivered_before(row):
+                continue
             records = self.journal.records(row.run_key)
             spool = None
             folder = spool_folder(self.log_dir, row.run_key)
@@ -259,6 +261,28 @@ class Context:
             self.engine.add(run)
             adopted.append(row.run_key)
         return adopted + [k for k in keys_found if k not in adopted and k in self.engine.runs]
+
+    def _delivered_before(self, row) -> bool:
+        """A run its process delivered whole but could not remove from the journal (it exited
+        while the disk was full): its mark says so; its row goes now, instead of the run being
+        closed again as abandoned. Not when a helper script's record for it waits."""
+        mark = self.journal.delivered_mark(row.run_key)
+        if not os.path.exists(mark):
+            return False
+        if self.journal.records(row.run_key, origin="helper", owed_only=True):
+            return False
+        self.journal.drop_records([r.log_key for r in self.journal.records(row.run_key)])
+        self.journal.drop_run(row.run_key)
+        import shutil
+        shutil.rmtree(spool_folder(self.log_dir, row.run_key), ignore_errors=True)
+        if self.journal.flush(force=True):
+            try:
+                os.unlink(mark)
+            except OSError:
+                pass
+        self.log.info("run %s was delivered by a process that could not say so in the journal; its row is gone now",
+                      row.run_key)
+        return True
 
     def resolve_loose(self, retry_refused: bool = False) -> List[str]:
         """Records journaled while OneVizion could not tell their run (AddingLog without -r): each

@@ -419,20 +419,45 @@ class Journal:
                 self.db.close()
                 self.db = None
 
+    def _queued(self) -> Tuple[int, List[str], List[str]]:
+        """What waiting writes carry: (records OneVizion has not confirmed, runs whose row waits,
+        runs whose removal waits). A run removed after its row needs neither: it was delivered."""
+        records, rows, dropped = 0, [], []
+        for op in self.queue:
+            records += len(op.records or ())
+            for sql, args in op.statements:
+                key = args[0] if args else None
+                if sql.startswith("INSERT OR IGNORE INTO runs"):
+                    rows, dropped = rows + [key], [k for k in dropped if k != key]
+                elif sql.startswith("DELETE FROM runs"):
+                    rows, dropped = [k for k in rows if k != key], dropped + [key]
+        return records, sorted(set(rows)), sorted(set(dropped))
+
     def _lost(self) -> None:
-        """Writes the journal never took, said on stderr: this process takes them with it."""
-        records = sum(len(op.records) for op in self.queue if op.records)
-        runs = sorted({op.statements[0][1][0] for op in self.queue
-                       if op.statements and op.statements[0][0].startswith("INSERT OR IGNORE INTO runs")})
+        """Writes the journal never took, said on stderr: this process takes them with it. A
+        delivered run whose removal is among them gets a mark (an empty file needs no disk
+        space), so that the next invocation drops its row instead of closing it as abandoned."""
+        records, rows, dropped = self._queued()
+        for run_key in dropped:
+            try:
+                os.close(os.open(self.delivered_mark(run_key), os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as exc:
+                self.log.error("run %s: delivered, but neither the journal nor a mark can say so (%s)", run_key, exc)
         what = [f"{records} record{'s' if records != 1 else ''} OneVizion has not confirmed"] if records else []
-        if runs:
-            what.append(f"the latest state of run{'s' if len(runs) != 1 else ''} {', '.join(runs)} (its final status)")
+        if rows:
+            what.append(f"the latest state of run{'s' if len(rows) != 1 else ''} {', '.join(rows)} (its final status)")
         self.log.error("the journal could not take %d writes before the hub exited (%s): %s", len(self.queue),
-                       self.condition, "; ".join(what) or "bookkeeping only")
+                       self.condition, "; ".join(what + [f"delivered run {k} marked" for k in dropped])
+                       or "bookkeeping only")
         if what:
             self.conditions.say(f"error: the journal could not keep {' and '.join(what)} before the hub exited "
                                 f"({self.condition}); the next invocation delivers the output its spool holds on "
                                 f"disk, and closes a run it finds unfinished as abandoned")
+
+    def delivered_mark(self, run_key: str) -> str:
+        """The mark of a run delivered by a process that could not remove it from the journal."""
+        import re
+        return os.path.join(self.folder, "owners", re.sub(r"[^A-Za-z0-9_.-]", "_", run_key) + ".delivered")
 
     # -- conditions ------------------------------------------------------------------------------
 
@@ -554,6 +579,13 @@ class Journal:
 
     def waiting_writes(self) -> int:
         return len(self.queue)
+
+    def holds_owed(self) -> bool:
+        """Whether writes that only this process holds carry something still owed: records
+        OneVizion has not confirmed, or a run's row (its final status). Lost if it exits now."""
+        with self.lock:
+            records, rows, _ = self._queued()
+            return bool(records or rows)
 
     # -- the writes the hub makes -------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ SCRIPT = "IntegrationWrapper"
 M_ARENA_MAX = -8  # glibc mallopt parameter
 LOOKUPS_AT_ONCE = 8
 EXTRA_REPLAY_SECONDS = 5.0   # after its own runs, how long the wrapper gives older ones without progress
+HOLD_SECONDS = 600.0         # how long output that only this process holds keeps the wrapper from exiting
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -78,6 +79,7 @@ def wrap(ctx: context.Context, args) -> int:
         keys = [r.run_key for r in reports]
         if keys:
             ctx.engine.wait(keys, args.drain_seconds, interrupt=signals.event)
+            hold_until_kept(ctx, keys, signals.event)
         for report in reports:
             code = max(code, finish_entry(ctx, report))
     finally:
@@ -90,6 +92,29 @@ def wrap(ctx: context.Context, args) -> int:
     if signals.received:
         return V.EXIT_SIGNAL_BASE + signals.received
     return code
+
+
+def hold_until_kept(ctx: context.Context, keys, interrupt: threading.Event) -> None:
+    """Output that neither the journal (a full disk, a lock) nor OneVizion has taken lives only
+    in this process: rather than exit and lose it, keep delivering and retrying the journal
+    until one of them takes it, for at most HOLD_SECONDS (a signal ends the wait at once)."""
+    engine, journal = ctx.engine, ctx.journal
+
+    def only_here() -> bool:
+        with engine.lock:
+            raw = any(engine.run(k).spool is not None and engine.run(k).spool.memory_bytes for k in keys)
+        return (raw or journal.holds_owed()) and not engine.done(keys)
+
+    if not only_here():
+        return
+    message = (f"the output still owed cannot be kept in the journal now ({journal.condition}); the wrapper waits, "
+               f"up to {HOLD_SECONDS / 60:.0f} min, until the journal or OneVizion takes it")
+    ctx.log.warning(message)
+    ctx.console.warning(message)
+    deadline = time.monotonic() + HOLD_SECONDS
+    while only_here() and not interrupt.is_set() and engine.halted is None and time.monotonic() < deadline:
+        journal.flush()
+        engine.wait(keys, 1.0, interrupt=interrupt)
 
 
 def _adopt(ctx: context.Context) -> None:
