@@ -405,6 +405,71 @@ def test_a_full_disk_and_onevizion_down_hold_the_child_back_within_bounded_memor
     assert sampler.rss_peak < 100 * MB, sampler.rss_peak
 
 
+def test_output_only_the_wrapper_holds_keeps_it_from_exiting_until_onevizion_takes_it(hub, disk):
+    """The disk full for the whole run and OneVizion down past the child's end and the drain:
+    the output lives only in the wrapper's memory, so it waits (and says so) instead of exiting
+    and losing it; once OneVizion is back every line arrives."""
+    key = hub.add_integration("Kept")
+    down = fixture_command("takes_onevizion_down.py", hub.sandbox.url, "6", "0")
+    if disk.kind == "injected":
+        disk.fill()
+    started = time.monotonic()
+    done = hub.script("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Kept", "Shell": True,
+        "ExecutablePath": f"{down} && {fixture_command('flood_fault.py', str(FLOOD_LINES))}"}), "--drain-seconds", "1")
+    seconds = time.monotonic() - started
+    disk.free()
+    print(f"\n[{disk.kind}] disk full, OneVizion down 6 s, drain 1 s: exit {done.returncode} after {seconds:.1f} s; "
+          f"{done.stderr!r}")
+    assert done.returncode == 0, done.stderr
+    no_noise(done.stderr)
+    assert "the output still owed cannot be kept in the journal now (the disk is full); the wrapper waits" \
+        in done.stderr
+    assert "could not keep" not in done.stderr
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert output_lines(hub, run["TRACKOR_KEY"]) == flooded(FLOOD_LINES)
+
+
+def test_a_run_delivered_while_the_disk_was_full_is_not_closed_again_by_the_next_invocation(hub, disk):
+    """The disk fills (from outside) during a run that OneVizion takes whole: the journal cannot
+    record its end, so it still holds the run's row from its start. The wrapper leaves a mark
+    (an empty file, which needs no space); the next invocation drops the row instead of closing
+    the run again as abandoned, which would overwrite its true status."""
+    key = hub.add_integration("Delivered")
+    gate = os.path.join(hub.tmp, "gate")
+    open(gate, "w").close()
+    wrapper = hub.spawn("IntegrationWrapper.py", "-i", hub.integrations_file({
+        "IntegrationName": "Delivered",
+        "ExecutablePath": fixture_command("flood_fault.py", "100", "--until-gone", gate, "--after", "5")}))
+    try:
+        wait_for(lambda: final_status_journaled(hub) is False and hub.journal_rows("runs") == 1
+                 and delivered_bytes(hub.sandbox) > 0, 30, "the run in the journal and in OneVizion")
+        disk.fill()
+        os.remove(gate)
+        _, err = wrapper.communicate(timeout=60)
+    finally:
+        wrapper.kill()
+        disk.free()
+    print(f"\n[{disk.kind}] disk filled mid-run: exit {wrapper.returncode}; {err!r}")
+    assert wrapper.returncode == 0, err
+    no_noise(err)
+    assert "could not keep" not in err
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert hub.journal_rows("runs") == 1          # its row from the start, that the journal kept
+    replay = hub.script("IntegrationWrapper.py", "--replay")
+    assert replay.returncode == 0 and "delivered 0 records and 0 final statuses; 0 records and 0 statuses remain" \
+        in replay.stdout, replay.stdout + replay.stderr
+    run = only_run(hub, key)
+    assert run["IR_STATUS"] == "Executed without Warnings"
+    assert not any(r["IL_MESSAGE_TYPE"] == "Error" for r in hub.logs(run["TRACKOR_KEY"]))
+    assert output_lines(hub, run["TRACKOR_KEY"]) == [flood_line(i) for i in range(1, 101)] + \
+        [f"after {k}" for k in range(1, 6)]
+    assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)
+    assert not any(name.endswith(".delivered") for name in os.listdir(os.path.join(hub.log_dir, "owners")))
+
+
 # == 3. The journal locked by another process past the busy timeout ============================
 
 BUSY = "0.5"     # the wrapper's busy timeout (HUB_TEST_BUSY_SECONDS), instead of 5 s
