@@ -29,7 +29,7 @@ from typing import Callable, Deque, List, Optional
 from hub import vocabulary as V
 
 FRAME = struct.Struct("<QBdI")       # chunk number, stream code, time read, data length
-SEGMENT_BYTES = 4 << 20               # a new segment file past this size (at most two hold output already made into records)
+SEGMENT_BYTES = 4 << 20               # a new segment file past this size (at most two hold parsed output)
 MEMORY_LIMIT = 64 << 20               # bytes of output that may wait in memory when the disk refuses it
 RETRY_SECONDS = 1.0
 

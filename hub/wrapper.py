@@ -107,7 +107,9 @@ def hold_until_kept(ctx: context.Context, keys, interrupt: threading.Event) -> N
 
     if not only_here():
         return
-    message = (f"the output still owed cannot be kept in the journal now ({journal.condition}); the wrapper waits, "
+    why = journal.condition or next((engine.run(k).spool.condition for k in keys if engine.run(k).spool is not None
+                                     and engine.run(k).spool.condition), "the disk cannot be written")
+    message = (f"the output still owed cannot be kept in the journal now ({why}); the wrapper waits, "
                f"up to {HOLD_SECONDS / 60:.0f} min, until the journal or OneVizion takes it")
     ctx.log.warning(message)
     ctx.console.warning(message)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import pytest
 
 from hub.journal import disk_usage
 from tests.conftest import REPO_ROOT
-from tests.hubtest import FIXTURES, fixture_command
+from tests.hubtest import fixture_command
 
 MB = 1 << 20
 STDERR_NOISE = ("Traceback", "--- Logging error ---")
@@ -824,7 +823,8 @@ def test_a_wrapper_killed_mid_flood_loses_and_duplicates_nothing_after_the_next_
     times = os.path.join(hub.tmp, "flood-times")
     lines = 200_000 if moment == "after-the-flood" else 2_000_000
     wrapper = hub.spawn("IntegrationWrapper.py", "-i", hub.integrations_file({
-        "IntegrationName": "Killed", "ExecutablePath": fixture_command("flood_fault.py", str(lines), "--times", times)}))
+        "IntegrationName": "Killed",
+        "ExecutablePath": fixture_command("flood_fault.py", str(lines), "--times", times)}))
     spool = os.path.join(hub.log_dir, "spool")
     try:
         if moment == "after-the-flood":
@@ -844,7 +844,8 @@ def test_a_wrapper_killed_mid_flood_loses_and_duplicates_nothing_after_the_next_
     hub.sandbox.set_faults(latency_ms=0)
     started = time.monotonic()
     replay = hub.script("IntegrationWrapper.py", "--replay", timeout=300)
-    print(f"[{moment}] --replay: exit {replay.returncode} in {time.monotonic() - started:.1f} s: {replay.stdout.strip()}")
+    print(f"[{moment}] --replay: exit {replay.returncode} in {time.monotonic() - started:.1f} s: "
+          f"{replay.stdout.strip()}")
     assert replay.returncode == 0, replay.stdout + replay.stderr
     no_noise(replay.stderr)
     assert "0 records and 0 statuses remain" in replay.stdout
