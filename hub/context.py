@@ -37,14 +37,48 @@ def prepare_log_dir(folder: str) -> str:
         raise UsageError(f"log folder {folder} cannot be created: {exc.strerror} {hint}") from None
     if not os.path.isdir(folder):
         raise UsageError(f"log folder {folder} is not a folder {hint}")
-    probe = os.path.join(folder, f".probe-{os.getpid()}")
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(probe)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EEXIST):
-            raise UsageError(f"log folder {folder} cannot be written: {exc.strerror} {hint}") from None
+    # The folder, and what earlier invocations made in it (perhaps as another user: a manual run
+    # as root, then cron): the lock folders, the spool, the journal, today's log.
+    for sub in ("", "owners", "locks", "spool"):
+        path = os.path.join(folder, sub) if sub else folder
+        if sub and not os.path.isdir(path):
+            continue
+        probe = os.path.join(path, f".probe-{os.getpid()}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EEXIST):
+                raise UsageError(f"log folder {folder} cannot be written: {_why(folder, path, exc)} {hint}") from None
+    from hub.journal import FILE
+    for name in (FILE, FILE + "-wal", FILE + "-shm", time.strftime("hub-%Y-%m-%d.log")):
+        path = os.path.join(folder, name)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise UsageError(f"log folder {folder} cannot be written: {_why(folder, path, exc)} {hint}") from None
     return folder
+
+
+def _why(folder: str, path: str, exc: OSError) -> str:
+    """What stops the hub writing `path` in `folder`: the error, and whose `path` is when it is
+    someone else's."""
+    name = "it" if path == folder else path
+    try:
+        uid = os.stat(path).st_uid
+    except OSError:
+        return exc.strerror
+    if uid == os.geteuid():
+        return exc.strerror if path == folder else f"{path}: {exc.strerror}"
+    try:
+        import pwd
+        owner = pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        owner = f"uid {uid}"
+    return f"{name} belongs to {owner}: {exc.strerror}"
 
 
 @dataclass
@@ -210,6 +244,8 @@ class Context:
             if self.owner.alive(row.owner) or not self.journal.claim(row.run_key, row.owner, self.owner.id):
                 continue
             previous, row.owner = row.owner, self.owner.id
+            if self._delivered_before(row):
+                continue
             records = self.journal.records(row.run_key)
             spool = None
             folder = spool_folder(self.log_dir, row.run_key)
@@ -233,6 +269,28 @@ class Context:
             self.engine.add(run)
             adopted.append(row.run_key)
         return adopted + [k for k in keys_found if k not in adopted and k in self.engine.runs]
+
+    def _delivered_before(self, row) -> bool:
+        """A run its process delivered whole but could not remove from the journal (it exited
+        while the disk was full): its mark says so; its row goes now, instead of the run being
+        closed again as abandoned. Not when a helper script's record for it waits."""
+        mark = self.journal.delivered_mark(row.run_key)
+        if not os.path.exists(mark):
+            return False
+        if self.journal.records(row.run_key, origin="helper", owed_only=True):
+            return False
+        self.journal.drop_records([r.log_key for r in self.journal.records(row.run_key)])
+        self.journal.drop_run(row.run_key)
+        import shutil
+        shutil.rmtree(spool_folder(self.log_dir, row.run_key), ignore_errors=True)
+        if self.journal.flush(force=True):
+            try:
+                os.unlink(mark)
+            except OSError:
+                pass
+        self.log.info("run %s was delivered by a process that could not say so in the journal; its row is gone now",
+                      row.run_key)
+        return True
 
     def resolve_loose(self, retry_refused: bool = False) -> List[str]:
         """Records journaled while OneVizion could not tell their run (AddingLog without -r): each
@@ -351,7 +409,9 @@ def run_script(args, script: str, body: Callable[[Context], int]) -> int:
         nonlocal log
         args.log_dir = prepare_log_dir(args.log_dir)
         conditions_box: List[Conditions] = []
-        log = wrapper_log.setup(args.log_dir, script, on_fault=lambda what: conditions_box[0].begin(what, args.log_dir))
+        log = wrapper_log.setup(args.log_dir, script,
+                                on_fault=lambda what, where: conditions_box[0].begin(what, where),
+                                on_clear=lambda what, where: conditions_box[0].end(what, where))
         conditions = Conditions(console.say, log)
         conditions_box.append(conditions)
         opened.append(open_context(args, log, console, conditions))

@@ -34,12 +34,29 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from hub.spool import injected_fault
 from hub.state import ItemState, Origin, ParseState, RecordRow, RunRow, Step
 
 FILE = "journal.sqlite3"
 VERSION = 2
 RETRY_SECONDS = 1.0          # how often writes that wait in memory are tried again
-VACUUM_PAGES = 256           # free pages given back to the file system at a time
+VACUUM_PAGES = 256           # free pages (4 KiB each) kept for reuse while the journal is in use
+VACUUM_SECONDS = 1.0         # how often, at most, free pages beyond that are given back
+BUSY_SECONDS = 5.0           # how long a write waits for another process's lock before it is a condition
+CLOSE_WAIT_SECONDS = 30.0    # at exit, how long waiting writes wait for another process's lock to go
+# Test hook, never set in production: a shorter busy timeout, so a test can hold the journal
+# locked past it in seconds (the storage fault hook, HUB_TEST_STORAGE_FAULT, is in hub.spool).
+if os.environ.get("HUB_TEST_BUSY_SECONDS"):
+    BUSY_SECONDS = float(os.environ["HUB_TEST_BUSY_SECONDS"])
+
+_INJECTED = {"full": "database or disk is full", "io": "disk I/O error", "locked": "database is locked"}
+
+
+def _raise_injected() -> None:
+    """A storage fault a test injects (hub.spool.injected_fault), as SQLite would report it."""
+    fault = injected_fault()
+    if fault in _INJECTED:
+        raise sqlite3.OperationalError(f"{_INJECTED[fault]} (injected by HUB_TEST_STORAGE_FAULT)")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -94,15 +111,18 @@ _RUN_COLUMNS = ("run_key", "installation", "integration_key", "integration_id", 
                 "create_answer", "last_run_fields", "last_run_state", "last_run_answer", "final_fields",
                 "final_state", "final_answer", "run_file", "run_file_state", "run_file_answer", "output_open",
                 "parse", "notes")
+_PARSE_COLUMNS = ("run_key", "parse", "last_activity")    # put_run leaves them to the first write and put_records
 _RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path", "state", "trackor_id", "answer",
                    "created_at")
 
 # What a sqlite3 error means: a condition the journal waits out, or damage.
+FULL, IO_ERROR = "the disk is full", "the disk reported an I/O error"
+LOCKED = "another process holds the journal locked"
 CONDITIONS = (
-    ("database or disk is full", "the disk is full"),
-    ("locked", "another process holds the journal locked"),
+    ("database or disk is full", FULL),
+    ("locked", LOCKED),
     ("readonly", "the journal is read-only"),
-    ("disk i/o error", "the disk reported an I/O error"),
+    ("disk i/o error", IO_ERROR),
     ("unable to open", "the journal cannot be opened"),
     ("no such table", "the journal was changed by another version of the hub"),
 )
@@ -126,9 +146,19 @@ def condition_of(exc: BaseException) -> Optional[str]:
 
 def _os_condition(exc: OSError) -> str:
     import errno
-    return {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+    return {errno.ENOSPC: FULL, errno.EDQUOT: "the disk quota is exceeded",
             errno.EROFS: "the file system is read-only", errno.EACCES: "the log folder cannot be written",
-            errno.EIO: "the disk reported an I/O error"}.get(exc.errno, f"the disk cannot be written ({exc.strerror})")
+            errno.EIO: IO_ERROR}.get(exc.errno, f"the disk cannot be written ({exc.strerror})")
+
+
+def disk_full(folder: str, margin: int = 1 << 20) -> bool:
+    """Whether the file system of `folder` has less than `margin` bytes left for this user."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return False
+    blocks = stat.f_bfree if os.geteuid() == 0 else stat.f_bavail
+    return blocks * stat.f_frsize < margin
 
 
 class _Replaced(Exception):
@@ -145,36 +175,53 @@ def is_damage(exc: BaseException) -> bool:
 @dataclass
 class Conditions:
     """Storage trouble seen by this process: each kind once on stderr and in the log, and the
-    spans, so that each run can end with a Warning record saying what happened and for how long."""
+    spans, so that each run can end with a Warning record saying what happened and for how long.
+
+    A span is kept per place (the journal, a run's spool, the hub's log), since the same full
+    disk begins and clears for each of them at its own moment; `since` merges them per kind."""
 
     say: Callable[[str], None]
     log: Any
-    spans: List[List[Any]] = field(default_factory=list)   # [what, since, until or None]
+    spans: List[List[Any]] = field(default_factory=list)   # [what, where, since, until or None]
     _said: set = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def begin(self, what: str, where: str) -> None:
         with self._lock:
-            if any(span[0] == what and span[2] is None for span in self.spans):
+            if any(span[0] == what and span[1] == where and span[3] is None for span in self.spans):
                 return
-            self.spans.append([what, time.time(), None])
+            self.spans.append([what, where, time.time(), None])
             first = what not in self._said
             self._said.add(what)
         self.log.warning("%s (%s): output waits in memory and is delivered from there; writing resumes when it "
                          "clears", what, where)
         if first:
+            # Once per kind on stderr: the journal, the spool and the log each meet the same full disk.
             self.say(f"warning: {what} ({where}): output waits in memory and is delivered from there")
 
-    def end(self, what: Optional[str] = None) -> None:
+    def end(self, what: Optional[str] = None, where: Optional[str] = None) -> None:
+        ended = []
         with self._lock:
             for span in self.spans:
-                if span[2] is None and (what is None or span[0] == what):
-                    span[2] = time.time()
-                    self.log.info("%s: cleared after %.0f s", span[0], span[2] - span[1])
+                if span[3] is None and (what is None or span[0] == what) and (where is None or span[1] == where):
+                    span[3] = time.time()
+                    ended.append(span)
+        for span in ended:   # outside the lock: the hub's log may itself report through begin/end
+            self.log.info("%s (%s): cleared after %.0f s", span[0], span[1], span[3] - span[2])
 
     def since(self, start: float) -> List[Tuple[str, float, Optional[float]]]:
+        """Each kind's periods that reach past `start`, as (what, since, until or None while it
+        lasts): overlapping spans of one kind, from different places, are one period."""
         with self._lock:
-            return [(w, s, u) for w, s, u in self.spans if u is None or u >= start]
+            spans = [(w, s, u) for w, _, s, u in self.spans if u is None or u >= start]
+        merged: List[List[Any]] = []
+        for what, since, until in sorted(spans, key=lambda span: (span[0], span[1])):
+            last = merged[-1] if merged and merged[-1][0] == what else None
+            if last is not None and (last[2] is None or since <= last[2]):
+                last[2] = None if last[2] is None or until is None else max(last[2], until)
+            else:
+                merged.append([what, since, until])
+        return [(w, s, u) for w, s, u in sorted(merged, key=lambda span: span[1])]
 
 
 # -- ownership by lock files ------------------------------------------------------------------
@@ -257,14 +304,14 @@ class Journal:
     the file before they are first sent). Reads and the helper scripts' few synchronous writes use
     a second connection."""
 
-    def __init__(self, folder: str, installation: str, conditions: Conditions, busy_timeout: float = 5.0,
+    def __init__(self, folder: str, installation: str, conditions: Conditions, busy_timeout: Optional[float] = None,
                  check: bool = True, clock: Callable[[], float] = time.monotonic):
         self.folder = folder
         self.path = os.path.join(folder, FILE)
         self.installation = installation
         self.conditions = conditions
         self.log = conditions.log
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = BUSY_SECONDS if busy_timeout is None else busy_timeout
         self.clock = clock
         self.lock = threading.RLock()           # the reading connection
         self.changed = threading.Condition()    # the queue and the writer's state
@@ -274,6 +321,7 @@ class Journal:
         self.condition: Optional[str] = None
         self._next_try = 0.0
         self._deleted = 0
+        self._next_vacuum = 0.0
         self._stopping = False
         self._urgent = False                    # a caller waits for the queue to be written
         self._writing = 0                       # ops at the head of the queue being written now
@@ -309,6 +357,7 @@ class Journal:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))   # 0600 before SQLite sees it
         db = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
         try:
+            _raise_injected()
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA journal_size_limit=4194304")
@@ -367,26 +416,82 @@ class Journal:
         self.conditions.say(f"error: the journal was damaged and was moved aside to {aside}; a new one was started")
 
     def close(self) -> None:
-        """Write what waits (as far as the disk lets), stop the writer, close the file."""
+        """Write what waits (as far as the disk lets), stop the writer, give free pages back,
+        close the file. Writes that wait for another process's lock wait for it (up to
+        CLOSE_WAIT_SECONDS): what waits in memory now (a run's final status, records) would be
+        gone with this process. What the journal still cannot take is said on stderr."""
         with self.changed:
             self._stopping = True
             self.changed.notify_all()
         if self._writer is not None:
             self._writer.join(self.busy_timeout + 5.0)
         with self.changed:
+            deadline = self.clock() + CLOSE_WAIT_SECONDS
+            while True:
+                if self.queue:
+                    self._write_queued(force=True)
+                if not self.queue or self.condition != LOCKED or self.clock() >= deadline:
+                    break
+                self.changed.wait(RETRY_SECONDS)
             if self.queue:
-                self._write_queued(force=True)
-            if self.queue:
-                self.log.error("the journal could not take %d writes before the hub exited (%s)", len(self.queue),
-                               self.condition)
+                self._lost()
+            elif self._wdb is not None:
+                try:   # not worth waiting for another process's lock at exit
+                    self._wdb.execute("PRAGMA busy_timeout=100")
+                except sqlite3.Error:
+                    pass
+                self._vacuum(keep=0)
         for db in (self._wdb, self.db):
             if db is not None:
-                db.close()
+                db.close()   # the last connection to close removes the WAL
         self._wdb = self.db = None
+
+    def _queued(self) -> Tuple[int, List[str], List[str]]:
+        """What waiting writes carry: (records OneVizion has not confirmed, runs whose row waits,
+        runs whose removal waits). A run removed after its row needs neither: it was delivered."""
+        records, rows, dropped = 0, [], []
+        for op in self.queue:
+            records += len(op.records or ())
+            for sql, args in op.statements:
+                key = args[0] if args else None
+                if sql.startswith("INSERT INTO runs"):
+                    rows, dropped = rows + [key], [k for k in dropped if k != key]
+                elif sql.startswith("DELETE FROM runs"):
+                    rows, dropped = [k for k in rows if k != key], dropped + [key]
+        return records, sorted(set(rows)), sorted(set(dropped))
+
+    def _lost(self) -> None:
+        """Writes the journal never took, said on stderr: this process takes them with it. A
+        delivered run whose removal is among them gets a mark (an empty file needs no disk
+        space), so that the next invocation drops its row instead of closing it as abandoned."""
+        records, rows, dropped = self._queued()
+        for run_key in dropped:
+            try:
+                os.close(os.open(self.delivered_mark(run_key), os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as exc:
+                self.log.error("run %s: delivered, but neither the journal nor a mark can say so (%s)", run_key, exc)
+        what = [f"{records} record{'s' if records != 1 else ''} OneVizion has not confirmed"] if records else []
+        if rows:
+            what.append(f"the latest state of run{'s' if len(rows) != 1 else ''} {', '.join(rows)} (its final status)")
+        self.log.error("the journal could not take %d writes before the hub exited (%s): %s", len(self.queue),
+                       self.condition, "; ".join(what + [f"delivered run {k} marked" for k in dropped])
+                       or "bookkeeping only")
+        if what:
+            self.conditions.say(f"error: the journal could not keep {' and '.join(what)} before the hub exited "
+                                f"({self.condition}); the next invocation delivers the output its spool holds on "
+                                f"disk, and closes a run it finds unfinished as abandoned")
+
+    def delivered_mark(self, run_key: str) -> str:
+        """The mark of a run delivered by a process that could not remove it from the journal."""
+        import re
+        return os.path.join(self.folder, "owners", re.sub(r"[^A-Za-z0-9_.-]", "_", run_key) + ".delivered")
 
     # -- conditions ------------------------------------------------------------------------------
 
     def _degrade(self, condition: str) -> None:
+        if condition == IO_ERROR and disk_full(self.folder):
+            # SQLite reports a full disk as an I/O error when its shared-memory index cannot grow.
+            condition = FULL
         if self.condition is None:
             self.condition = condition
             self.conditions.begin(condition, self.path)
@@ -394,7 +499,7 @@ class Journal:
 
     def _recovered(self) -> None:
         if self.condition is not None:
-            self.conditions.end(self.condition)
+            self.conditions.end(self.condition, self.path)
             self.condition = None
 
     def _fault(self, exc: BaseException, db: Optional[sqlite3.Connection]) -> None:
@@ -448,7 +553,6 @@ class Journal:
                     if self._deleted:
                         self._vacuum()
                 if not self.queue:
-                    self._vacuum(everything=True)
                     return
                 if self.condition is not None and self.clock() < self._next_try and not self._stopping:
                     self.changed.wait(max(0.01, self._next_try - self.clock()))
@@ -498,6 +602,7 @@ class Journal:
     def _write_batch(self, batch: List[_Op]) -> Optional[BaseException]:
         db = self._wdb
         try:
+            _raise_injected()
             db.execute("BEGIN IMMEDIATE")
             for op in batch:
                 for sql, args in op.statements:
@@ -531,22 +636,22 @@ class Journal:
             self._wdb = None
         self.changed.notify_all()
 
-    def _vacuum(self, everything: bool = False) -> None:
-        """Give the file's free pages back to the file system once there are more than
-        VACUUM_PAGES of them (delivered records leave while the run goes on), and all of them,
-        with the WAL emptied, when the writer stops: after a run the journal holds little more
-        than what is still owed."""
+    def _vacuum(self, keep: int = VACUUM_PAGES) -> None:
+        """Give the file's free pages beyond `keep` back to the file system (at most once every
+        VACUUM_SECONDS while the journal is in use; every page at close): delivered records leave
+        while the run goes on, and after a run the journal holds little more than what is owed."""
         self._deleted = 0
         if self._wdb is None or self.condition is not None:
             return
+        if keep and self.clock() < self._next_vacuum:
+            return
+        self._next_vacuum = self.clock() + VACUUM_SECONDS
         try:
             free = self._wdb.execute("PRAGMA freelist_count").fetchone()[0]
-            if free > (0 if everything else VACUUM_PAGES):
-                # It frees a page per step of the statement, and the sqlite3 module steps a
-                # pragma only once: executescript runs it to the end.
-                self._wdb.executescript("PRAGMA incremental_vacuum;")
-            if everything:
-                self._wdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if free > keep:
+                # executescript, not execute: each step of this pragma frees one page, and the
+                # sqlite3 module steps a pragma once through execute().
+                self._wdb.executescript(f"PRAGMA incremental_vacuum({free - keep});")
         except sqlite3.Error as exc:
             self.log.warning("the journal could not give space back: %s", exc)
 
@@ -573,6 +678,13 @@ class Journal:
 
     def waiting_writes(self) -> int:
         return len(self.queue)
+
+    def holds_owed(self) -> bool:
+        """Whether writes that only this process holds carry something still owed: records
+        OneVizion has not confirmed, or a run's row (its final status). Lost if it exits now."""
+        with self.changed:
+            records, rows, _ = self._queued()
+            return bool(records or rows)
 
     # -- the writes the hub makes -------------------------------------------------------------------
 
@@ -809,6 +921,29 @@ class Journal:
             except OSError:
                 pass
         return total
+
+
+
+def disk_usage(folder: str) -> Dict[str, int]:
+    """The journal's bytes on disk in a log folder, by part: "sqlite" (journal.sqlite3), "wal"
+    and "shm" (its write-ahead log and shared-memory index), "spool" (raw output in segment
+    files, log/spool/), and "total". Sizes as the files say (st_size); a missing part is 0.
+    For tests and the benchmark: it reads only the file system, never the journal."""
+    usage = {"sqlite": 0, "wal": 0, "shm": 0, "spool": 0}
+    base = os.path.join(folder, FILE)
+    for part, suffix in (("sqlite", ""), ("wal", "-wal"), ("shm", "-shm")):
+        try:
+            usage[part] = os.stat(base + suffix).st_size
+        except OSError:
+            pass
+    for root, _, names in os.walk(os.path.join(folder, "spool")):
+        for name in names:
+            try:
+                usage["spool"] += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass   # a segment deleted while we looked
+    usage["total"] = sum(usage.values())
+    return usage
 
 
 def _dump(value: Optional[Dict[str, Any]]) -> Optional[str]:

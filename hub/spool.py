@@ -29,10 +29,45 @@ from typing import Callable, Deque, List, Optional
 from hub import vocabulary as V
 
 FRAME = struct.Struct("<QBdI")       # chunk number, stream code, time read, data length
-SEGMENT_BYTES = 8 << 20               # a new segment file past this size
+SEGMENT_BYTES = 4 << 20               # a new segment file past this size (at most two hold parsed output)
 MEMORY_LIMIT = 64 << 20               # bytes of output that may wait in memory when the disk refuses it
 FLOOD_BYTES = 256 << 10               # a pipe read this large: the child prints faster than anyone reads
 RETRY_SECONDS = 1.0
+
+# Test hooks, never set in production (tests/test_journal_faults.py): they let the paths of a
+# full or failing disk run on any machine, without mounting a small file system.
+#   HUB_TEST_STORAGE_FAULT=PATH  while the file PATH exists, every spool write, journal write
+#                                and hub log line fails as the file's first word says: "full"
+#                                (ENOSPC, also when the file is empty), "io" (EIO) or "locked"
+#                                (the journal reports "database is locked"; spool and log unaffected)
+#   HUB_TEST_MEMORY_LIMIT=BYTES  MEMORY_LIMIT for this process
+_FAULT_FILE = os.environ.get("HUB_TEST_STORAGE_FAULT") or None
+if os.environ.get("HUB_TEST_MEMORY_LIMIT"):
+    MEMORY_LIMIT = int(os.environ["HUB_TEST_MEMORY_LIMIT"])
+
+
+def injected_fault() -> Optional[str]:
+    """The storage fault a test injects now ("full", "io", "locked"), or None (always None
+    unless HUB_TEST_STORAGE_FAULT is set)."""
+    if _FAULT_FILE is None:
+        return None
+    try:
+        with open(_FAULT_FILE, encoding="utf-8") as handle:
+            words = handle.read().split()
+    except OSError:
+        return None
+    return words[0] if words else "full"
+
+
+def injected_os_error() -> Optional[OSError]:
+    """The OSError an injected fault makes a file write raise, or None."""
+    import errno
+    fault = injected_fault()
+    if fault == "full":
+        return OSError(errno.ENOSPC, "No space left on device (injected by HUB_TEST_STORAGE_FAULT)")
+    if fault == "io":
+        return OSError(errno.EIO, "Input/output error (injected by HUB_TEST_STORAGE_FAULT)")
+    return None
 
 STDOUT, STDERR, NOTE_INFO, NOTE_WARNING, NOTE_ERROR, END = 1, 2, 3, 4, 5, 6
 STREAM_NAMES = {STDOUT: V.STDOUT, STDERR: V.STDERR}
@@ -75,7 +110,7 @@ class Spool:
     """One run's raw output. The reader threads call `append`; the delivery engine `take`s."""
 
     def __init__(self, folder: str, on_condition: Callable[[str, str], None] = lambda what, where: None,
-                 on_clear: Callable[[str], None] = lambda what: None, next_number: int = 0,
+                 on_clear: Callable[[str, str], None] = lambda what, where: None, next_number: int = 0,
                  memory_limit: int = MEMORY_LIMIT, clock: Callable[[], float] = time.monotonic):
         self.folder = folder
         self.on_condition, self.on_clear = on_condition, on_clear
@@ -178,6 +213,10 @@ class Spool:
         try:
             segment = self._segment_for(chunk.number)
             header = FRAME.pack(chunk.number, chunk.stream, chunk.at, len(data))
+            if _FAULT_FILE is not None:
+                injected = injected_os_error()
+                if injected is not None:
+                    raise injected
             written = os.writev(self._write_fd, [header, data])
             if written != len(header) + len(data):
                 os.ftruncate(self._write_fd, segment.size)   # never leave half a frame in the file
@@ -189,7 +228,7 @@ class Spool:
         segment.size += written
         segment.last = chunk.number
         if self.condition is not None:
-            self.on_clear(self.condition)
+            self.on_clear(self.condition, self.folder)
             self.condition = None
         return True
 
@@ -199,6 +238,8 @@ class Spool:
             if self._write_fd is not None:
                 os.close(self._write_fd)
                 self._write_fd = None
+            # Both levels 0700: makedirs gives the folders it makes on the way the umask's mode.
+            os.makedirs(os.path.dirname(self.folder), mode=0o700, exist_ok=True)
             os.makedirs(self.folder, mode=0o700, exist_ok=True)
             segment = _Segment(os.path.join(self.folder, f"{number:012d}.seg"), number)
             self._write_fd = os.open(segment.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

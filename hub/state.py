@@ -391,6 +391,9 @@ class RunProgress:
             record.state = ItemState.DELIVERED if delivered else ItemState.REFUSED
             record.answer = result.answer if refused else None
             if delivered:
+                # Its text is in OneVizion now and leaves the journal: holding it here too would
+                # make memory grow with everything the run ever printed.
+                record.fields_json = ""
                 self.delivered += 1
                 if record.file_path and result.outcome is Outcome.DELIVERED:
                     self.files_sent += 1

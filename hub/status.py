@@ -16,6 +16,9 @@ def show(ctx: Context) -> int:
     """One block per run of this installation: key, integration, state, what it owes, what was
     refused and why, age; then how many rows belong to other installations."""
     journal, now = ctx.journal, time.time()
+    if journal.db is None:
+        print(f"the journal cannot be read now: {journal.condition}; what it holds stays in it (not shown)")
+        return V.EXIT_JOURNALED
     owed_any = refused_any = False
     runs = journal.runs()
     for row in runs:

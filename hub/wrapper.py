@@ -31,6 +31,7 @@ SCRIPT = "IntegrationWrapper"
 M_ARENA_MAX = -8  # glibc mallopt parameter
 LOOKUPS_AT_ONCE = 8
 EXTRA_REPLAY_SECONDS = 5.0   # after its own runs, how long the wrapper gives older ones without progress
+HOLD_SECONDS = 600.0         # how long output that only this process holds keeps the wrapper from exiting
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -82,6 +83,7 @@ def wrap(ctx: context.Context, args) -> int:
         keys = [r.run_key for r in reports]
         if keys:
             ctx.engine.wait(keys, args.drain_seconds, interrupt=signals.event)
+            hold_until_kept(ctx, keys, signals.event)
         for report in reports:
             code = max(code, finish_entry(ctx, report))
     finally:
@@ -94,6 +96,31 @@ def wrap(ctx: context.Context, args) -> int:
     if signals.received:
         return V.EXIT_SIGNAL_BASE + signals.received
     return code
+
+
+def hold_until_kept(ctx: context.Context, keys, interrupt: threading.Event) -> None:
+    """Output that neither the journal (a full disk, a lock) nor OneVizion has taken lives only
+    in this process: rather than exit and lose it, keep delivering and retrying the journal
+    until one of them takes it, for at most HOLD_SECONDS (a signal ends the wait at once)."""
+    engine, journal = ctx.engine, ctx.journal
+
+    def only_here() -> bool:
+        with engine.lock:
+            raw = any(engine.run(k).spool is not None and engine.run(k).spool.memory_bytes for k in keys)
+        return (raw or journal.holds_owed()) and not engine.done(keys)
+
+    if not only_here():
+        return
+    why = journal.condition or next((engine.run(k).spool.condition for k in keys if engine.run(k).spool is not None
+                                     and engine.run(k).spool.condition), "the disk cannot be written")
+    message = (f"the output still owed cannot be kept in the journal now ({why}); the wrapper waits, "
+               f"up to {HOLD_SECONDS / 60:.0f} min, until the journal or OneVizion takes it")
+    ctx.log.warning(message)
+    ctx.console.warning(message)
+    deadline = time.monotonic() + HOLD_SECONDS
+    while only_here() and not interrupt.is_set() and engine.halted is None and time.monotonic() < deadline:
+        journal.flush()
+        engine.wait(keys, 1.0, interrupt=interrupt)
 
 
 def _adopt(ctx: context.Context) -> None:
@@ -263,6 +290,11 @@ def _count(n: int, what: str) -> str:
 
 def replay(ctx: context.Context, idle_seconds: float, retry_refused: bool) -> int:
     """--replay: deliver what the journal owes this installation; say what went and what remains."""
+    if ctx.journal.db is None:
+        # Not "0 remain": what the journal holds is there, it just cannot be read now.
+        print(f"replay: the journal cannot be read now ({ctx.journal.condition}); nothing was delivered and what "
+              f"it holds stays in it: --replay again once that clears")
+        return V.EXIT_JOURNALED
     adopted = ctx.adopt_orphans(retry_refused=retry_refused)
     engine = ctx._engine
     code = V.EXIT_OK
