@@ -215,6 +215,11 @@ class OneVizion:
                 self._discard(conn)
                 return self._failure(socket.timeout(), sent, True)
             too_large = len(data) > self.max_answer_bytes
+            if not too_large and response.length:
+                # Content-Length announced more than came before the connection closed: read(n)
+                # returns the part silently (only an unbounded read raises IncompleteRead).
+                self._discard(conn)
+                return self._failure(http.client.IncompleteRead(data, response.length), sent, False)
             if too_large or response.will_close or not response.isclosed():
                 self._discard(conn)
             else:
