@@ -95,6 +95,10 @@ _RUN_COLUMNS = ("run_key", "installation", "integration_key", "integration_id", 
                 "create_answer", "last_run_fields", "last_run_state", "last_run_answer", "final_fields",
                 "final_state", "final_answer", "run_file", "run_file_state", "run_file_answer", "output_open",
                 "parse", "notes")
+_PUT_RUN = (f"INSERT INTO runs({','.join(_RUN_COLUMNS)}) VALUES({','.join('?' * len(_RUN_COLUMNS))}) "
+            f"ON CONFLICT(run_key) DO UPDATE SET "
+            + ", ".join(f"{c}=excluded.{c}" for c in _RUN_COLUMNS if c not in ("run_key", "parse", "last_activity"))
+            + ", last_activity=max(last_activity, excluded.last_activity)")
 _RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path", "state", "trackor_id", "answer",
                    "created_at")
 
@@ -467,10 +471,11 @@ class Journal:
     # -- the writes the hub makes -------------------------------------------------------------------
 
     def put_run(self, row: RunRow) -> None:
-        """Insert or replace a run's whole row (a run opened, a run-level item changed)."""
+        """Insert a run's whole row, or update it (a run-level item changed). The parse position of
+        a run already in the journal is put_records' alone: a snapshot of the row taken while a
+        parse was being written must not move it back (the run could then never end)."""
         values = _run_values(row)
-        self._submit(_Op([(f"INSERT OR REPLACE INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
-                           f"({','.join('?' * len(_RUN_COLUMNS))})", values)]))
+        self._submit(_Op([(_PUT_RUN, values)]))
 
     def put_records(self, run_key: str, records: Sequence[RecordRow], parse: Optional[ParseState] = None,
                     last_activity: Optional[float] = None, on_written: Optional[Callable[[], None]] = None) -> None:
