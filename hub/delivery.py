@@ -433,7 +433,8 @@ class Engine:
             self.api.upload(trackor_id, schema.log.file, opened.name, uploads.MultipartBody(opened))
         except CallFailed as failed:
             result = self._failed(job, failed.answer, token=job.record.log_key)
-            if result.outcome is Outcome.RETRY and created:
+            if result.outcome in (Outcome.RETRY, Outcome.STOP) and created:
+                # The record exists: the journal must say so, or the next invocation creates it again.
                 return Result(Outcome.CREATED, trackor_id=trackor_id)
             result.trackor_id = trackor_id
             return result
