@@ -109,16 +109,19 @@ class Engine:
         with self.lock:
             return all(self.runs[k].complete() for k in keys if k in self.runs)
 
-    def wait(self, keys, idle_seconds: float, interrupt: Optional[threading.Event] = None) -> bool:
+    def wait(self, keys, idle_seconds: float, interrupt: Optional[threading.Event] = None,
+             within: Optional[float] = None) -> bool:
         """Wait until every run in `keys` owes nothing (refused items aside), as long as
-        deliveries keep being confirmed: give up after `idle_seconds` without progress, at
-        once when sending has stopped (credentials) or `interrupt` is set. True when done."""
+        deliveries keep being confirmed: give up after `idle_seconds` without progress, after
+        `within` seconds in all when given (progress or not), at once when sending has stopped
+        (credentials) or `interrupt` is set. True when done."""
         last_progress, since = -1, time.monotonic()
+        end = since + within if within is not None else None
         while True:
             with self.lock:
                 if all(self.runs[k].settled() for k in keys if k in self.runs):
                     return all(self.runs[k].complete() for k in keys if k in self.runs)
-                if self.halted:
+                if self.halted or (end is not None and time.monotonic() >= end):
                     return False
                 if self.progress != last_progress:
                     last_progress, since = self.progress, time.monotonic()
