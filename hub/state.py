@@ -433,8 +433,11 @@ class Verdict:
 
 
 def verdict(ok: bool, stopped_by: Optional[int], refused: List[str], owed_records: int, owed_statuses: int,
-            credentials_refused: bool = False, blocked: bool = False) -> Verdict:
+            credentials_refused: bool = False, blocked: bool = False,
+            status_names: Optional[List[str]] = None) -> Verdict:
     """A run's exit code from its child's outcome and what the journal still holds for it.
+    `status_names`: what the owed statuses are, when the caller knows ("the run's create");
+    else one is the final status.
 
     A signal the wrapper received wins (128+N); then anything OneVizion refused (6); then
     anything still owed (75); then the run's own status (0 or 1)."""
@@ -446,12 +449,16 @@ def verdict(ok: bool, stopped_by: Optional[int], refused: List[str], owed_record
         what = []
         if owed_records:
             what.append(f"{owed_records} record{'s' if owed_records != 1 else ''}")
-        if owed_statuses:
+        if owed_statuses and status_names:
+            what.extend(status_names)
+        elif owed_statuses:
             what.append("the final status" if owed_statuses == 1 else f"{owed_statuses} statuses")
+        one = owed_records + owed_statuses == 1
+        them = "it" if one else "them"
         why = ("behind the refused run create" if blocked else "OneVizion refused the credentials"
-               if credentials_refused else "OneVizion did not confirm them in time")
-        parts.append(f"{' and '.join(what)} wait in the journal ({why})" + (
-            "" if blocked else "; the next invocation or --replay delivers them"))
+               if credentials_refused else f"OneVizion did not confirm {them} in time")
+        parts.append(f"{' and '.join(what)} {'waits' if one else 'wait'} in the journal ({why})" + (
+            "" if blocked else f"; the next invocation or --replay delivers {them}"))
     message = "; ".join(parts) or None
     if stopped_by:
         return Verdict(V.EXIT_SIGNAL_BASE + stopped_by, message)
