@@ -155,6 +155,16 @@ def test_runcontroller_start_answered_transiently_opens_one_run(hub, call, answe
     assert hub.sandbox.trackors("Integration")[0]["INT_LAST_RUN"] == hub.runs("INT-1")[0]["IR_START"]
 
 
+def test_runcontroller_start_not_confirmed_says_what_waits_and_replay_delivers_it(hub, capsys):
+    hub.sandbox.add_rule(status=503, body="Service Unavailable", **CALLS["run create"])
+    done = hub.script("IntegrationWrapperRunController.py", "-i", "INT-1", "-t", "start")
+    assert done.returncode == 75
+    assert "the run's create waits in the journal" in done.stderr and "final status" not in done.stderr
+    hub.sandbox.clear_rules()
+    assert main(hub, capsys, "--replay")[0] == 0
+    assert [r["TRACKOR_KEY"] for r in hub.runs("INT-1")] == [done.stdout.strip()]
+
+
 def test_runcontroller_start_committed_then_reset_opens_one_run(hub):
     hub.sandbox.add_rule(times=1, after_commit=True, reset=True, **CALLS["run create"])
     run_key = start(hub)
