@@ -31,7 +31,7 @@ from hub.api import CallFailed, OneVizion, exact
 from hub.records import EOF_STREAM, NOTE_PREFIX, RecordMaker
 from hub.retry import Next, RetryPolicy, Throttle
 from hub.schema import Schema, field_value, schema_from_json
-from hub.state import ItemState, Job, JobKind, Outcome, RecordRow, Result, RunProgress
+from hub.state import UNPARSED, ItemState, Job, JobKind, Outcome, RecordRow, Result, RunProgress
 
 MAX_WORKERS = 16
 PARSE_BYTES = 2 << 20            # raw output parsed at a time: bounds the memory a parse takes
@@ -235,7 +235,10 @@ class Engine:
             # Parsing is deterministic: retrying would fail the same way. Say so loudly, once.
             self.say(f"error: run {job.run.key}: its output could not be turned into records "
                      f"({type(exc).__name__}: {exc}); it stays in the journal")
-            job.run.spool = None
+            with self.lock:
+                job.run.spool = None
+                job.run.row.notes[UNPARSED] = f"{type(exc).__name__}: {exc}"
+            self.journal.put_run(job.run.row)
             return Result(Outcome.SKIPPED)
         answer = Answer(Kind.SERVER_ERROR, None, f"internal error: {type(exc).__name__}: {exc}")
         return self._failed(job, answer)
@@ -265,7 +268,7 @@ class Engine:
     def _finished(self, run: RunProgress) -> None:
         """A run that owes nothing leaves the journal, unless something of it was refused
         (that waits there for --retry-refused or --discard)."""
-        if run.refused_items():
+        if run.refused_items() or run.row.notes.get(UNPARSED):
             return
         self.journal.drop_run(run.key)
         if run.spool is not None:
@@ -326,6 +329,7 @@ class Engine:
         with self.lock:
             row.parse = parse
             row.last_activity = last_at
+            row.notes.pop(UNPARSED, None)   # an earlier invocation's parse failed; this one went
             for record in records:
                 if record.file_path:
                     run.want_run_file(record.seq, record.file_path)

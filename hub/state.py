@@ -219,17 +219,22 @@ class RunProgress:
         return items
 
     def output_pending(self) -> bool:
-        """Raw output not yet turned into records (or an output that may still grow)."""
+        """Raw output not yet turned into records (or an output that may still grow), including
+        output a parse could not turn into records in this invocation (it stays in the spool)."""
+        return self._output_to_parse() or bool(self.row.notes.get(UNPARSED))
+
+    def _output_to_parse(self) -> bool:
         if self.spool is None:
             return False
         return self.row.output_open or not self.row.parse.ended or self.spool.has_unparsed(self.row.parse.next_chunk)
 
     def complete(self) -> bool:
-        """Nothing of this run is owed any more (refused items aside): it can leave the journal
-        once no refused item is left either."""
+        """Nothing of this run is owed any more (refused items aside), or nothing more can be done
+        for it in this invocation: it can leave the journal once no refused item (and no output
+        that could not be parsed) is left either."""
         row = self.row
         return not (row.create.owed or row.last_run.owed or row.final.owed or self.in_flight
-                    or self.ready or self.waiting or self.files or self.output_pending()
+                    or self.ready or self.waiting or self.files or self._output_to_parse()
                     or (row.run_file is not None and row.run_file_state is ItemState.PENDING)
                     or self.needs_sync or (row.origin is Origin.WRAPPER and row.final.fields is None))
 
@@ -422,6 +427,8 @@ class RunProgress:
 
 
 _RUN_TOKENS = {"sync", "create", "last_run", "parse", "run_file", "final"}
+# RunRow.notes key: why the run's output could not be turned into records (it stays in the spool).
+UNPARSED = "unparsed"
 
 
 # -- the verdict ----------------------------------------------------------------------
