@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
 import pytest
 
+from hub.answers import Answer, Kind, no_answer
+from hub.api import CallFailed
+from hub.delivery import Engine
 from hub.journal import Conditions, Journal
-from hub.state import ItemState, Origin, ParseState, RecordRow, RunRow, Step
+from hub.records import RecordMaker
+from hub.retry import Backoff, RetryPolicy, Throttle
+from hub.spool import STDOUT, Spool
+from hub.state import ItemState, Origin, ParseState, RecordRow, RunProgress, RunRow, Step
+from hub.uploads import UploadPolicy
 
 INSTALLATION = "http://onevizion.test|hub.admin"
 
@@ -37,7 +46,8 @@ def wrapper_row(key="INT-1-run", **changes) -> RunRow:
 
 
 def record(run_key="INT-1-run", seq=1, **changes) -> RecordRow:
-    made = RecordRow(f"{run_key}-{seq:06d}", run_key, json.dumps({"IL_DESCRIPTION": f"line {seq}"}), "output", seq)
+    key = f"{run_key}-{seq:06d}"
+    made = RecordRow(key, run_key, json.dumps({"TRACKOR_KEY": key, "IL_DESCRIPTION": f"line {seq}"}), "output", seq)
     for name, value in changes.items():
         setattr(made, name, value)
     return made
@@ -59,3 +69,547 @@ def test_a_run_row_written_after_a_newer_parse_does_not_move_the_parse_back(jour
     kept = journal.run(row.run_key)
     assert kept.parse == ended and kept.last_activity == 1005.0
     assert kept.final.fields == {"IR_STATUS": "Executed without Warnings"} and not kept.output_open
+
+
+# -- a scripted OneVizion ------------------------------------------------------------------------
+
+def failure(kind, status, text="", **flags) -> Answer:
+    return Answer(kind, status, text, **flags)
+
+
+E503 = failure(Kind.TRANSIENT, 503, "busy", ambiguous=True, throttle=True)
+E500 = failure(Kind.SERVER_ERROR, 500, "ORA-20000", ambiguous=True)
+RESET = no_answer("connection reset", sent=True)
+E400 = failure(Kind.REFUSED, 400, "bad value")
+DUPLICATE = failure(Kind.REFUSED, 400, "duplicate TRACKOR_KEY")
+E403 = failure(Kind.REFUSED, 403, "forbidden")
+E401 = failure(Kind.CREDENTIALS, 401, "locked")
+
+
+class FakeOneVizion:
+    """hub.api.OneVizion's calls over an in-memory store, with a script of what goes wrong.
+
+    `script(call, *outcomes, when=...)`: the next calls of that kind (find, create, update, upload)
+    that match `when(args)` get these outcomes in turn: an Answer (raised as CallFailed), an
+    exception (raised as is), ("commit", Answer) (done, then the Answer raised), or a value
+    (returned instead of the store's)."""
+
+    host = "onevizion.test"
+
+    def __init__(self, generated_keys=()):
+        self.trackors = {}            # key -> {"TRACKOR_ID", "TRACKOR_KEY", "type", "parent", "fields"}
+        self.files = {}               # (trackor id, field) -> file name
+        self.calls = []               # (call, args) in order
+        self.scripts = []
+        self.generated = set(generated_keys)
+        self.next_id = 100
+
+    def script(self, call, *outcomes, when=lambda args: True):
+        self.scripts.append([call, list(outcomes), when])
+
+    def _scripted(self, call, args):
+        for entry in self.scripts:
+            if entry[0] == call and entry[1] and entry[2](args):
+                return entry[1].pop(0)
+        return None
+
+    def _run(self, call, args, do):
+        self.calls.append((call, args))
+        outcome = self._scripted(call, args)
+        if callable(outcome) and not isinstance(outcome, BaseException):
+            outcome = outcome()           # e.g. a hung server, or a file that changes meanwhile
+        if isinstance(outcome, tuple) and outcome[0] == "commit":
+            do()
+            outcome = outcome[1]
+        if isinstance(outcome, Answer):
+            raise CallFailed(outcome, call)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome is not None:
+            return outcome
+        return do()
+
+    def count(self, call, when=lambda args: True):
+        return sum(1 for c, args in self.calls if c == call and when(args))
+
+    # -- the calls ---------------------------------------------------------------------------------
+
+    def find(self, trackor_type, filters, fields=(), sort=None, page=None, per_page=None, seconds=None):
+        args = dict(type=trackor_type, filters=dict(filters), page=page)
+
+        def do():
+            found = []
+            for row in self.trackors.values():
+                if row["type"] != trackor_type:
+                    continue
+                ok = True
+                for name, value in filters.items():
+                    assert value.startswith('"') and value.endswith('"'), f"{name}={value} is not exact"
+                    wanted = value[1:-1]
+                    have = row["parent"] if "." in name else row["TRACKOR_KEY"]
+                    ok = ok and have == wanted
+                if ok:
+                    found.append({"TRACKOR_ID": row["TRACKOR_ID"], "TRACKOR_KEY": row["TRACKOR_KEY"]})
+            return found[((page or 1) - 1) * (per_page or 10 ** 9):][:per_page or None]
+        return self._run("find", args, do)
+
+    def create(self, trackor_type, fields, parents=(), fields_json=None):
+        fields = dict(fields, **json.loads(fields_json or "{}"))
+        [(parent_type, parent)] = list(parents) or [(None, None)]
+        args = dict(type=trackor_type, key=fields.get("TRACKOR_KEY"), parent=parent, fields=fields)
+
+        def do():
+            key = fields["TRACKOR_KEY"]
+            if key in self.trackors:
+                raise CallFailed(DUPLICATE, "create")
+            self.next_id += 1
+            given = f"GEN-{self.next_id}" if trackor_type in self.generated else key
+            self.trackors[key] = {"TRACKOR_ID": self.next_id, "TRACKOR_KEY": given, "type": trackor_type,
+                                  "parent": parent, "fields": fields}
+            if given != key:
+                self.trackors[given] = self.trackors.pop(key)
+            return {"TRACKOR_ID": self.next_id, "TRACKOR_KEY": given}
+        return self._run("create", args, do)
+
+    def update(self, trackor_id, fields):
+        args = dict(id=trackor_id, fields=dict(fields))
+
+        def do():
+            for row in self.trackors.values():
+                if row["TRACKOR_ID"] == trackor_id:
+                    row["fields"].update(fields)
+            return {"TRACKOR_ID": trackor_id}
+        return self._run("update", args, do)
+
+    def upload(self, trackor_id, field, file_name, body):
+        args = dict(id=trackor_id, field=field, name=file_name)
+
+        def do():
+            data = b"".join(body)
+            self.files[(trackor_id, field)] = (file_name, len(data))
+            return 7
+        return self._run("upload", args, do)
+
+    # -- what arrived -------------------------------------------------------------------------------
+
+    def of_type(self, trackor_type):
+        return sorted((r for r in self.trackors.values() if r["type"] == trackor_type), key=lambda r: r["TRACKOR_ID"])
+
+    def lines(self, run_key):
+        return [line for r in self.of_type("IntegrationLog") if r["parent"] == run_key
+                for line in r["fields"]["IL_DESCRIPTION"].split("\n")]
+
+
+# -- an engine on the test's fake ------------------------------------------------------------------
+
+class Said(list):
+    def __call__(self, text):
+        self.append(text)
+
+
+@pytest.fixture
+def log(caplog):
+    caplog.set_level(logging.DEBUG, logger="engine-test")
+    return logging.getLogger("engine-test")
+
+
+@pytest.fixture
+def make_engine(journal, log):
+    engines = []
+
+    def make(api, workers=1, **kwargs):
+        engine = Engine(journal, api, log, Said(), RetryPolicy(Backoff(base=0.0, cap=0.0)), Throttle(start=4),
+                        workers=workers, **kwargs)
+        engines.append(engine)
+        return engine
+    yield make
+    for engine in engines:
+        engine.stop(patience=1.0)
+
+
+def wrapper_run(journal, tmp_path, lines=("a", "b", "c"), files=(), key="INT-1-run", **changes):
+    """A wrapper's run whose child has ended: its create, Last Run and final status owed, its
+    output in a real spool."""
+    row = wrapper_row(key, output_open=False, final=Step({"IR_STATUS": "Executed without Warnings"},
+                                                         ItemState.PENDING), **changes)
+    if files:
+        row.settings = {"cwd": str(tmp_path), "uploads": UploadPolicy.build(["/"], str(tmp_path), [],
+                                                                            str(tmp_path / "log"), 1000).as_dict()}
+    journal.put_run(row)
+    spool = Spool(str(tmp_path / "spool" / key))
+    text = "".join(f"{line}\n" for line in list(lines) + list(files))
+    spool.append(STDOUT, text.encode(), time.time())
+    spool.end()
+    return RunProgress(row, [], spool)
+
+
+def deliver(engine, *runs, idle=5.0):
+    """Add the runs, wait until they are settled, stop the workers (each finishes writing its last
+    result to the journal) and flush the journal. True when everything was delivered."""
+    for run in runs:
+        engine.add(run)
+    done = engine.wait([r.key for r in runs], idle)
+    engine.stop(patience=2.0)
+    engine.journal.flush()
+    return done
+
+
+def owed_in_journal(journal, run_key="INT-1-run"):
+    return {r.log_key: r.state for r in journal.records(run_key)}
+
+
+def test_everything_delivered_leaves_the_journal(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    run = wrapper_run(journal, tmp_path)
+    assert deliver(make_engine(api), run)
+    assert api.lines("INT-1-run") == ["a", "b", "c"]
+    assert api.of_type("IntegrationRun")[0]["fields"]["IR_STATUS"] == "Executed without Warnings"
+    assert api.count("update", lambda a: a["id"] == 11) == 1          # Last Run on the Integration
+    journal.flush()
+    assert journal.runs() == [] and journal.records("INT-1-run") == []
+    assert run.final_sent and run.delivered >= 1
+
+
+def test_a_refused_record_is_kept_with_its_answer_and_the_final_status_still_goes(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", E400, when=lambda a: a["type"] == "IntegrationLog")
+    run = wrapper_run(journal, tmp_path, lines=["only"])
+    deliver(make_engine(api), run)
+    journal.flush()
+    [kept] = journal.records("INT-1-run")
+    assert kept.state is ItemState.REFUSED and kept.answer == "400: bad value"
+    assert api.of_type("IntegrationRun")[0]["fields"]["IR_STATUS"] == "Executed without Warnings"
+    assert [r.run_key for r in journal.runs()] == ["INT-1-run"]   # kept for --retry-refused or --discard
+    assert run.refused_items() == ["record INT-1-run-000001: 400: bad value"]
+
+
+def test_401_stops_all_sending_and_everything_stays_in_the_journal(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", E401, when=lambda a: a["type"] == "IntegrationLog")
+    engine = make_engine(api)
+    run = wrapper_run(journal, tmp_path, lines=["a", "b"])
+    assert not deliver(engine, run)
+    calls = len(api.calls)
+    assert engine.halted and "refused the credentials" in engine.halted
+    assert len(engine.say) == 1 and "nothing more is sent by this invocation" in engine.say[0]
+    engine.wake()
+    assert engine.wait([run.key], 0.2) is False and len(api.calls) == calls   # no more requests
+    journal.flush()
+    assert set(owed_in_journal(journal).values()) == {ItemState.PENDING}
+    assert journal.run("INT-1-run").final.owed
+
+
+def test_a_job_that_raises_fails_alone_and_the_worker_goes_on(journal, tmp_path, make_engine, caplog):
+    api = FakeOneVizion()
+    api.script("create", RuntimeError("boom"), when=lambda a: a["type"] == "IntegrationLog")
+    engine = make_engine(api, workers=1)
+    run = wrapper_run(journal, tmp_path)
+    assert deliver(engine, run)
+    assert engine.internal_errors == 1 and api.lines("INT-1-run") == ["a", "b", "c"]
+    assert "create record failed with an internal error" in caplog.text and "RuntimeError: boom" in caplog.text
+    assert engine.say == []
+
+
+def test_a_job_that_keeps_raising_is_refused_with_what_it_raised(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("update", *[KeyError("IR_FINISH")] * 5, when=lambda a: "IR_STATUS" in a["fields"])
+    run = wrapper_run(journal, tmp_path)
+    deliver(make_engine(api), run)
+    assert run.row.final.refused and run.row.final.answer == "no answer: internal error: KeyError: 'IR_FINISH'"
+    assert api.lines("INT-1-run") == ["a", "b", "c"]
+
+
+def test_a_parse_that_raises_is_said_once_and_the_output_stays(journal, tmp_path, make_engine, monkeypatch):
+    api = FakeOneVizion()
+    monkeypatch.setattr(RecordMaker, "feed", lambda *a, **k: (_ for _ in ()).throw(ValueError("bad state")))
+    engine = make_engine(api)
+    run = wrapper_run(journal, tmp_path)
+    deliver(engine, run, idle=1.0)
+    assert len(engine.say) == 1 and "could not be turned into records (ValueError: bad state)" in engine.say[0]
+    assert run.row.final.state is ItemState.DELIVERED             # the final status still goes
+    assert run.output_pending()                                     # and the output is owed: exit 75
+    kept = journal.run("INT-1-run")
+    assert kept is not None and kept.notes == {"unparsed": "ValueError: bad state"}
+    assert os.listdir(tmp_path / "spool" / "INT-1-run")             # the raw output, for the next invocation
+    monkeypatch.undo()
+    again = make_engine(api)
+    adopted = RunProgress(kept, [], Spool.recover(str(tmp_path / "spool" / "INT-1-run"), kept.parse.next_chunk))
+    assert deliver(again, adopted)
+    assert api.lines("INT-1-run") == ["a", "b", "c"] and journal.runs() == []
+
+
+# -- idempotent creates -------------------------------------------------------------------------------
+
+def test_a_create_that_landed_before_its_answer_was_lost_is_read_back_not_sent_again(journal, tmp_path,
+                                                                                    make_engine):
+    api = FakeOneVizion()
+    api.script("create", ("commit", RESET), when=lambda a: a["key"] == "INT-1-run-000001")
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    assert deliver(make_engine(api), run)
+    assert api.count("create", lambda a: a["key"] == "INT-1-run-000001") == 1
+    assert api.count("find", lambda a: a["filters"] == {"TRACKOR_KEY": '"INT-1-run-000001"'}) == 1
+    assert api.lines("INT-1-run") == ["a"]
+
+
+def test_a_run_create_that_landed_is_read_back_too(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", ("commit", E500), when=lambda a: a["type"] == "IntegrationRun")
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    assert deliver(make_engine(api), run)
+    assert len(api.of_type("IntegrationRun")) == 1 and run.row.trackor_id == api.of_type("IntegrationRun")[0][
+        "TRACKOR_ID"]
+
+
+def test_a_duplicate_key_refusal_means_an_earlier_attempt_landed(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", ("commit", no_answer("connection refused", sent=False)),
+               when=lambda a: a["type"] == "IntegrationLog")   # not ambiguous: sent again, refused as a duplicate
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    assert deliver(make_engine(api), run)
+    assert api.count("create", lambda a: a["type"] == "IntegrationLog") == 2 and api.lines("INT-1-run") == ["a"]
+    journal.flush()
+    assert journal.records("INT-1-run") == []
+
+
+def test_500s_to_the_read_back_never_refuse_the_item(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", ("commit", RESET), when=lambda a: a["type"] == "IntegrationLog")
+    api.script("find", *[E500] * 8, when=lambda a: a["type"] == "IntegrationLog")
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    assert deliver(make_engine(api), run)
+    assert api.lines("INT-1-run") == ["a"] and not run.refused_items()
+
+
+def test_a_read_back_that_fails_transiently_is_retried(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", ("commit", RESET), when=lambda a: a["type"] == "IntegrationLog")
+    api.script("find", E503, E503, when=lambda a: a["type"] == "IntegrationLog")
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    assert deliver(make_engine(api), run)
+    assert api.count("create", lambda a: a["type"] == "IntegrationLog") == 1
+
+
+def test_a_refused_read_back_lets_the_creates_own_answer_decide(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", ("commit", RESET), when=lambda a: a["type"] == "IntegrationLog")
+    api.script("find", *[E403] * 3, when=lambda a: a["type"] == "IntegrationLog")
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    deliver(make_engine(api), run)
+    # The resend is refused as a duplicate, its read-back refused too: kept as refused, never twice.
+    assert run.refused_items() == ["record INT-1-run-000001: 400: duplicate TRACKOR_KEY"]
+    assert api.lines("INT-1-run") == ["a"]
+
+
+def test_500_five_times_in_a_row_refuses_the_item(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", *[E500] * 5, when=lambda a: a["type"] == "IntegrationLog")
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    deliver(make_engine(api), run)
+    assert run.refused_items() == ["record INT-1-run-000001: 500: ORA-20000"]
+    assert api.count("find", lambda a: a["type"] == "IntegrationLog") == 4   # read back before each resend
+
+
+def test_500_four_times_then_good_is_delivered(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("create", *[E500] * 4, when=lambda a: a["type"] == "IntegrationLog")
+    run = wrapper_run(journal, tmp_path, lines=["a"])
+    assert deliver(make_engine(api), run)
+    assert api.lines("INT-1-run") == ["a"]
+
+
+# -- files --------------------------------------------------------------------------------------------
+
+def with_file(tmp_path, name="report.txt", size=10):
+    path = tmp_path / name
+    path.write_bytes(b"x" * size)
+    return str(path)
+
+
+def test_a_record_whose_upload_must_wait_is_kept_as_created_then_its_file_goes(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    path = with_file(tmp_path)
+    api.script("upload", E503, when=lambda a: a["field"] == "IL_FILE")
+    states = []
+    original = journal.set_record
+    journal.set_record = lambda record: (states.append((record.state, record.trackor_id)), original(record))
+    run = wrapper_run(journal, tmp_path, lines=["a"], files=[path])
+    assert deliver(make_engine(api), run)
+    [file_record] = [r for r in api.of_type("IntegrationLog") if r["fields"]["IL_DESCRIPTION"] == path]
+    assert states == [(ItemState.CREATED, file_record["TRACKOR_ID"])]
+    assert api.files[(file_record["TRACKOR_ID"], "IL_FILE")][0] == "report.txt"
+    assert api.count("create", lambda a: a["key"] == file_record["TRACKOR_KEY"]) == 1
+    journal.flush()
+    assert journal.runs() == []
+
+
+@pytest.mark.parametrize("answer, state", [(E403, ItemState.REFUSED), (E401, ItemState.CREATED)])
+def test_a_created_records_upload_refused_or_stopped_keeps_its_trackor(journal, tmp_path, make_engine, answer,
+                                                                       state):
+    api = FakeOneVizion()
+    path = with_file(tmp_path)
+    api.script("upload", answer, when=lambda a: a["field"] == "IL_FILE")
+    run = wrapper_run(journal, tmp_path, lines=[], files=[path])
+    deliver(make_engine(api), run)
+    journal.flush()
+    [kept] = journal.records("INT-1-run")
+    [created] = api.of_type("IntegrationLog")
+    assert (kept.state, kept.trackor_id) == (state, created["TRACKOR_ID"])
+
+
+def test_a_file_grown_too_large_by_delivery_becomes_a_warning_and_the_runs_file_is_not_sent(journal, tmp_path,
+                                                                                             make_engine):
+    api = FakeOneVizion()
+    small, large = with_file(tmp_path, "small.txt", 10), with_file(tmp_path, "large.txt", 10)
+
+    def grow():
+        with open(large, "ab") as more:
+            more.write(b"y" * 5000)          # over the 1000-byte limit by the time it is sent
+
+    api.script("create", grow, when=lambda a: a["fields"].get("IL_DESCRIPTION") == small)
+    run = wrapper_run(journal, tmp_path, lines=[], files=[small, large])
+    assert deliver(make_engine(api), run)
+    [small_record] = [r for r in api.of_type("IntegrationLog") if r["fields"]["IL_DESCRIPTION"] == small]
+    [large_record] = [r for r in api.of_type("IntegrationLog") if r["fields"]["IL_DESCRIPTION"].startswith(large)]
+    assert api.files[(small_record["TRACKOR_ID"], "IL_FILE")][0] == "small.txt"
+    assert large_record["fields"]["IL_MESSAGE_TYPE"] == "Warning"
+    assert "over the upload limit" in large_record["fields"]["IL_DESCRIPTION"]
+    assert (large_record["TRACKOR_ID"], "IL_FILE") not in api.files
+    run_id = api.of_type("IntegrationRun")[0]["TRACKOR_ID"]
+    assert (run_id, "IR_FILE") not in api.files        # the latest printed is the one not uploaded
+
+
+def test_the_runs_file_upload_refused_is_kept(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    path = with_file(tmp_path)
+    api.script("upload", E403, when=lambda a: a["field"] == "IR_FILE")
+    run = wrapper_run(journal, tmp_path, lines=[], files=[path])
+    deliver(make_engine(api), run)
+    assert run.refused_items() == [f"run file {path}: 403: forbidden"]
+    assert run.row.final.state is ItemState.DELIVERED
+
+
+# -- the final status and runs known by key ---------------------------------------------------------------
+
+def known_run(journal, key="INT-1-known", trackor_id=None, final=True):
+    row = RunRow(run_key=key, installation=INSTALLATION, integration_key="INT-1", origin=Origin.KNOWN, settings={},
+                 started_at=1000.0, trackor_id=trackor_id,
+                 final=Step({"IR_STATUS": "Executed with Warnings"}, ItemState.PENDING) if final else Step())
+    journal.put_run(row)
+    return RunProgress(row)
+
+
+def a_run_in(api, key):
+    return api.create("IntegrationRun", {}, [("Integration", "INT-1")], fields_json=json.dumps({"TRACKOR_KEY": key}))
+
+
+def test_a_final_status_for_a_run_known_by_key_finds_its_trackor_id_first(journal, make_engine):
+    api = FakeOneVizion()
+    made = a_run_in(api, "INT-1-known")
+    api.script("find", E503)
+    run = known_run(journal)
+    assert deliver(make_engine(api), run)
+    assert run.row.trackor_id == made["TRACKOR_ID"]
+    assert api.of_type("IntegrationRun")[0]["fields"]["IR_STATUS"] == "Executed with Warnings"
+
+
+def test_a_final_status_for_a_run_onevizion_does_not_have_is_refused(journal, make_engine):
+    api = FakeOneVizion()
+    run = known_run(journal)
+    deliver(make_engine(api), run)
+    assert run.refused_items() == ["final status: 404: no IntegrationRun with key INT-1-known in OneVizion"]
+
+
+def test_last_run_without_an_integration_id_is_skipped(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    run = wrapper_run(journal, tmp_path, integration_id=None)
+    assert deliver(make_engine(api), run)
+    assert api.count("update", lambda a: "INT_LAST_RUN" in a["fields"]) == 0
+
+
+def test_last_run_refused_is_kept_and_blocks_nothing(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    api.script("update", E403, when=lambda a: "INT_LAST_RUN" in a["fields"])
+    run = wrapper_run(journal, tmp_path)
+    deliver(make_engine(api), run)
+    assert run.refused_items() == ["Last Run: 403: forbidden"] and api.lines("INT-1-run") == ["a", "b", "c"]
+
+
+def test_a_refused_run_create_holds_back_everything_but_last_run(journal, tmp_path, make_engine, caplog):
+    api = FakeOneVizion()
+    api.script("create", E400, when=lambda a: a["type"] == "IntegrationRun")
+    run = wrapper_run(journal, tmp_path)
+    assert not deliver(make_engine(api), run)
+    assert run.blocked() and run.settled() and api.of_type("IntegrationLog") == []
+    assert api.count("update", lambda a: "INT_LAST_RUN" in a["fields"]) == 1
+    assert "OneVizion refused to create it: 400: bad value" in caplog.text
+
+
+# -- generated keys ---------------------------------------------------------------------------------------
+
+def test_a_create_answered_with_another_key_keeps_that_key_for_the_parents_and_says_so_once(journal, tmp_path,
+                                                                                           make_engine, caplog):
+    api = FakeOneVizion(generated_keys=["IntegrationRun", "IntegrationLog"])
+    run = wrapper_run(journal, tmp_path)
+    assert deliver(make_engine(api), run)
+    [made] = api.of_type("IntegrationRun")
+    assert run.row.remote_key == made["TRACKOR_KEY"] != "INT-1-run"
+    assert {r["parent"] for r in api.of_type("IntegrationLog")} == {made["TRACKOR_KEY"]}
+    said = [r.message for r in caplog.records if "generates keys" in r.message]
+    assert len(said) == 2 and "IntegrationRun" in said[0] and "IntegrationLog" in said[1]
+
+
+# -- adopted runs, helpers' records ------------------------------------------------------------------------
+
+def test_an_adopted_run_asks_which_records_landed_and_sends_only_the_others(journal, make_engine):
+    api = FakeOneVizion()
+    a_run_in(api, "INT-1-run")
+    landed = record(seq=1)
+    api.create("IntegrationLog", {}, [("IntegrationRun", "INT-1-run")],
+               fields_json=json.dumps(dict(json.loads(landed.fields_json), TRACKOR_KEY=landed.log_key)))
+    row = wrapper_row(create=Step({}, ItemState.DELIVERED), last_run=Step({}, ItemState.DELIVERED),
+                      final=Step({"IR_STATUS": "Executed with Warnings"}, ItemState.PENDING), output_open=False,
+                      trackor_id=api.of_type("IntegrationRun")[0]["TRACKOR_ID"])
+    journal.put_run(row)
+    records = [landed, record(seq=2)]
+    journal.put_records(row.run_key, records)
+    api.script("find", E503, when=lambda a: "IntegrationRun.TRACKOR_KEY" in a["filters"])
+    run = RunProgress(row, records, sync=True)
+    assert deliver(make_engine(api), run)
+    assert api.count("create", lambda a: a["key"] == landed.log_key) == 1     # only the test's own
+    assert api.lines("INT-1-run") == ["line 1", "line 2"]
+    journal.flush()
+    assert journal.runs() == []
+
+
+def until(engine, condition, seconds=5.0):
+    """Wait (on the engine's own condition, no sleep) until `condition()` holds after a job."""
+    with engine.lock:
+        return engine.lock.wait_for(condition, timeout=seconds)
+
+
+def test_a_record_a_helper_adds_to_a_run_being_delivered_is_picked_up(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    a_run_in(api, "INT-1-known")
+    engine = make_engine(api)
+    run = known_run(journal, final=False)
+    engine.add(run)
+    other = Journal(str(tmp_path), INSTALLATION, Conditions(lambda _: None, logging.getLogger("other")))
+    helper = RecordRow("INT-1-known-Xabc", "INT-1-known", json.dumps({"TRACKOR_KEY": "INT-1-known-Xabc",
+                                                                      "IL_DESCRIPTION": "from a helper"}), "helper")
+    assert other.add_helper_record(helper, run.row) is not None       # the run is in the journal already
+    other.close()
+    assert until(engine, lambda: api.lines("INT-1-known") == ["from a helper"])
+
+
+def test_stop_does_not_wait_for_a_request_that_hangs(journal, make_engine):
+    import threading
+    api = FakeOneVizion()
+    entered, release = threading.Event(), threading.Event()
+    api.script("find", lambda: (entered.set(), release.wait(10), E503)[2])
+    engine = make_engine(api)
+    engine.add(known_run(journal))
+    assert entered.wait(5)
+    started = time.monotonic()
+    engine.stop(patience=0.2)
+    assert time.monotonic() - started < 1.0
+    release.set()
