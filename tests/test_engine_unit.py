@@ -613,3 +613,194 @@ def test_stop_does_not_wait_for_a_request_that_hangs(journal, make_engine):
     engine.stop(patience=0.2)
     assert time.monotonic() - started < 1.0
     release.set()
+
+
+# -- the journal's own faults, ownership, loose records -----------------------------------------------------
+
+class Clock:
+    def __init__(self, now=100.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_writes_wait_in_memory_while_the_journal_is_locked_and_go_in_order_after(tmp_path, log):
+    import sqlite3
+    said, clock = Said(), Clock()
+    conditions = Conditions(said, log)
+    opened = Journal(str(tmp_path), INSTALLATION, conditions, busy_timeout=0.05, clock=clock)
+    holder = sqlite3.connect(opened.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    row = wrapper_row()
+    opened.put_run(row)
+    opened.put_records(row.run_key, [record(seq=1), record(seq=2)], ParseState(next_chunk=1, next_seq=3))
+    assert opened.waiting_writes() == 2 and opened.condition == "another process holds the journal locked"
+    assert len(said) == 1 and said[0].startswith("warning: another process holds the journal locked")
+    opened.drop_records(["INT-1-run-000001"])            # delivered meanwhile: it leaves the waiting write
+    opened.set_record(record(seq=2, state=ItemState.REFUSED, answer="400: bad"))
+    assert not opened.flush()                           # not tried again before a second has passed
+    holder.execute("ROLLBACK")
+    holder.close()
+    clock.now += 1.0
+    opened.tick()
+    assert opened.waiting_writes() == 0 and opened.condition is None
+    [kept] = opened.records(row.run_key)
+    assert (kept.log_key, kept.state, kept.answer) == ("INT-1-run-000002", ItemState.REFUSED, "400: bad")
+    assert opened.run(row.run_key).parse.next_chunk == 1
+    [(what, since, until)] = conditions.since(0)
+    assert what == "another process holds the journal locked" and until is not None
+    opened.close()
+
+
+def test_writes_that_never_got_in_are_said_in_the_log_when_the_journal_closes(tmp_path, log, caplog):
+    import sqlite3
+    opened = Journal(str(tmp_path), INSTALLATION, Conditions(Said(), log), busy_timeout=0.05, clock=Clock())
+    holder = sqlite3.connect(opened.path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    opened.put_run(wrapper_row())
+    opened.close()
+    holder.close()
+    assert "the journal could not take 1 writes before the hub exited" in caplog.text
+
+
+def test_a_damaged_journal_is_set_aside_and_a_new_one_started(tmp_path, log):
+    (tmp_path / "journal.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\x10\x00\x01\x01" + b"\x00" * 40)
+    said = Said()
+    opened = Journal(str(tmp_path), INSTALLATION, Conditions(said, log))
+    assert opened.reset_count == 1 and os.path.exists(opened.set_aside)
+    assert said == [f"error: the journal was damaged and was moved aside to {opened.set_aside}; a new one was "
+                    f"started"]
+    opened.put_run(wrapper_row())
+    assert [r.run_key for r in opened.runs()] == ["INT-1-run"]
+    opened.close()
+
+
+@pytest.mark.parametrize("owed", [0, 2])
+def test_a_first_version_journal_is_replaced_when_it_owes_nothing_else_kept_aside(tmp_path, log, owed):
+    import sqlite3
+    old = sqlite3.connect(str(tmp_path / "journal.sqlite3"))
+    old.executescript("CREATE TABLE chunks(id); CREATE TABLE lines(state INTEGER); CREATE TABLE runs(final_done);"
+                      "PRAGMA user_version=1;")
+    old.executemany("INSERT INTO lines VALUES(?)", [(0,)] * owed + [(2,)])
+    old.commit()
+    old.close()
+    said = Said()
+    opened = Journal(str(tmp_path), INSTALLATION, Conditions(said, log))
+    opened.put_run(wrapper_row())
+    assert [r.run_key for r in opened.runs()] == ["INT-1-run"]
+    kept = [n for n in os.listdir(tmp_path) if ".v1-" in n]
+    if owed:
+        assert kept and len(said) == 1 and f"still owes {owed} items" in said[0]
+    else:
+        assert kept == [] and said == []
+    opened.close()
+
+
+def test_a_helpers_record_comes_with_the_run_it_needs_in_one_transaction(journal):
+    known = RunRow(run_key="INT-1-known", installation=INSTALLATION, integration_key="INT-1", origin=Origin.KNOWN,
+                   settings={}, started_at=1.0, owner="helper-1")
+    first = RecordRow("INT-1-known-Xa", "INT-1-known", "{}", "helper")
+    assert journal.add_helper_record(first, known) is None          # the run was not there: `known` went in
+    assert journal.run("INT-1-known").owner == "helper-1"
+    second = RecordRow("INT-1-known-Xb", "INT-1-known", "{}", "helper")
+    assert journal.add_helper_record(second, known).run_key == "INT-1-known"   # there now: its row comes back
+    assert [r.log_key for r in journal.records("INT-1-known", origin="helper", owed_only=True)] == \
+        ["INT-1-known-Xa", "INT-1-known-Xb"]
+
+
+def test_a_record_without_its_run_told_is_resolved_once_or_refused(journal):
+    first = journal.add_loose("INT-1", None, "Xa", 50.0, "{}", None)
+    second = journal.add_loose("INT-1", "INT-1-hint", "Xb", 60.0, "{}", "/tmp/f")
+    assert [(r["log_suffix"], r["hint_run"]) for r in journal.loose()] == [("Xa", None), ("Xb", "INT-1-hint")]
+    known = RunRow(run_key="INT-1-then", installation=INSTALLATION, integration_key="INT-1", origin=Origin.KNOWN,
+                   settings={}, started_at=50.0)
+    resolved = RecordRow("INT-1-then-Xa", "INT-1-then", "{}", "helper")
+    assert journal.resolve_loose(first, resolved, known)
+    assert not journal.resolve_loose(first, resolved, known)          # another process resolved it first
+    journal.refuse_loose(second, "no run of integration INT-1 was Running at 1970-01-01T00:01:00")
+    journal.flush()
+    assert journal.loose() == []
+    [refused] = journal.loose(refused=True)
+    assert refused["answer"].startswith("no run of integration INT-1")
+    assert [r.log_key for r in journal.records("INT-1-then")] == ["INT-1-then-Xa"]
+    journal.drop_loose(second)
+    journal.flush()
+    assert journal.loose(refused=True) == []
+
+
+def test_a_run_is_claimed_by_one_process_only(journal):
+    journal.put_run(wrapper_row(owner="gone-1"))
+    assert journal.claim("INT-1-run", "gone-1", "me")
+    assert not journal.claim("INT-1-run", "gone-1", "another")
+    assert journal.run("INT-1-run").owner == "me"
+
+
+def test_ownership_is_the_lock_file_its_process_holds(tmp_path):
+    from hub.journal import Owner
+    first, second = Owner(str(tmp_path)), Owner(str(tmp_path))
+    assert second.alive(first.id) and first.alive(first.id)
+    assert not second.alive(None) and not second.alive("elsewhere-123-abc")
+    leftover = os.path.join(second.folder, "old-host-99-abcdef.lock")
+    open(leftover, "w").close()                           # a lock file whose process is gone
+    assert not second.alive("old-host-99-abcdef")
+    second.forget("old-host-99-abcdef")
+    second.forget(first.id)                               # a live one's is never removed
+    assert not os.path.exists(leftover) and os.path.exists(first.path)
+    first.close()
+    assert not second.alive(first.id)
+    second.close()
+
+
+def test_rows_of_another_installation_are_only_counted(journal):
+    journal.put_run(wrapper_row("INT-1-mine"))
+    journal.put_run(wrapper_row("INT-1-theirs", installation="https://other.onevizion.com|someone"))
+    assert [r.run_key for r in journal.runs()] == ["INT-1-mine"] and journal.run("INT-1-theirs") is None
+    assert journal.other_installations() == 1
+    assert {r.run_key for r in journal.runs(every_installation=True)} == {"INT-1-mine", "INT-1-theirs"}
+
+
+def test_a_run_leaves_only_when_no_record_of_it_is_left_and_discard_takes_both(journal):
+    journal.put_run(wrapper_row())
+    journal.put_records("INT-1-run", [record(seq=1)])
+    journal.drop_run("INT-1-run")
+    assert journal.run("INT-1-run") is not None               # a helper may have added a record just now
+    journal.discard_run("INT-1-run")
+    assert journal.run("INT-1-run") is None and journal.records("INT-1-run") == []
+    assert journal.size() > 0 and journal.data_version() >= 0
+
+
+@pytest.mark.parametrize("error, condition", [
+    ("database or disk is full", "the disk is full"),
+    ("database is locked", "another process holds the journal locked"),
+    ("attempt to write a readonly database", "the journal is read-only"),
+    ("disk I/O error", "the disk reported an I/O error"),
+    ("unable to open database file", "the journal cannot be opened"),
+    ("no such table: runs", "the journal was changed by another version of the hub"),
+    ("something else", "the journal cannot be written (something else)"),
+])
+def test_what_a_storage_error_means(error, condition):
+    import sqlite3
+    from hub.journal import condition_of
+    assert condition_of(sqlite3.OperationalError(error)) == condition
+
+
+@pytest.mark.parametrize("exc, condition", [
+    (OSError(28, "No space left on device"), "the disk is full"),
+    (OSError(30, "Read-only file system"), "the file system is read-only"),
+    (OSError(13, "Permission denied"), "the log folder cannot be written"),
+    (OSError(5, "Input/output error"), "the disk reported an I/O error"),
+    (OSError(122, "Disk quota exceeded"), "the disk quota is exceeded"),
+    (OSError(99, "Odd"), "the disk cannot be written (Odd)"),
+])
+def test_what_an_os_error_means(exc, condition):
+    from hub.journal import condition_of
+    assert condition_of(exc) == condition
+
+
+def test_damage_is_not_a_condition_and_a_bug_is_neither():
+    import sqlite3
+    from hub.journal import condition_of, is_damage
+    damaged = sqlite3.DatabaseError("database disk image is malformed")
+    assert condition_of(damaged) is None and is_damage(damaged)
+    assert condition_of(ValueError("a bug")) is None and not is_damage(ValueError("malformed"))
