@@ -411,11 +411,11 @@ def _short(text: str, limit: int = 300) -> str:
 
 def _reason(exc: Exception) -> str:
     """A connection error in a few words, without anything that could carry a query."""
+    if isinstance(exc, http.client.RemoteDisconnected):   # a ConnectionResetError too, but a FIN, not a reset
+        return "closed without an answer"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
     if isinstance(exc, BrokenPipeError):
         return "broken pipe"
-    if isinstance(exc, http.client.RemoteDisconnected):
-        return "closed without an answer"
     text = getattr(exc, "strerror", None) or type(exc).__name__
     return str(text).lower()
