@@ -402,6 +402,7 @@ class Engine:
     def _upload_file(self, job: Job) -> Result:
         run, record = job.run, job.record
         opened, record = self._open_for_record(run, record)
+        job.record = record     # the run now holds this row: the result must change it, not the old one
         if opened is None:
             return Result(Outcome.SKIPPED, trackor_id=record.trackor_id)
         try:
