@@ -804,3 +804,54 @@ def test_damage_is_not_a_condition_and_a_bug_is_neither():
     damaged = sqlite3.DatabaseError("database disk image is malformed")
     assert condition_of(damaged) is None and is_damage(damaged)
     assert condition_of(ValueError("a bug")) is None and not is_damage(ValueError("malformed"))
+
+
+# -- more error paths of the engine ---------------------------------------------------------------------
+
+def test_an_adopted_runs_sync_reads_every_page(journal, make_engine, monkeypatch):
+    import hub.delivery
+    monkeypatch.setattr(hub.delivery, "SYNC_PAGE", 1)
+    api = FakeOneVizion()
+    a_run_in(api, "INT-1-run")
+    records = [record(seq=n) for n in (1, 2, 3)]
+    for landed in records[:2]:
+        api.create("IntegrationLog", {}, [("IntegrationRun", "INT-1-run")], fields_json=landed.fields_json)
+    row = wrapper_row(create=Step({}, ItemState.DELIVERED), last_run=Step({}, ItemState.DELIVERED),
+                      final=Step({"IR_STATUS": "Executed with Warnings"}, ItemState.PENDING), output_open=False)
+    journal.put_run(row)
+    journal.put_records(row.run_key, records)
+    assert deliver(make_engine(api), RunProgress(row, records, sync=True))
+    assert api.count("find", lambda a: "IntegrationRun.TRACKOR_KEY" in a["filters"]) == 3
+    assert api.count("create", lambda a: a["type"] == "IntegrationLog") == 3   # two by the test, one resent
+    assert journal.runs() == []
+
+
+def test_a_file_gone_before_its_upload_is_logged_and_its_record_counts_delivered(journal, tmp_path, make_engine,
+                                                                                  caplog):
+    api = FakeOneVizion()
+    a_run_in(api, "INT-1-known")
+    gone = str(tmp_path / "gone.txt")
+    created = record("INT-1-known", 1, state=ItemState.CREATED, file_path=gone, trackor_id=1)
+    run = known_run(journal, final=False)
+    run.row.settings = {"uploads": UploadPolicy.build(["/"], str(tmp_path), [], str(tmp_path / "log"),
+                                                      1000).as_dict()}
+    journal.put_records(run.key, [created])
+    run.add_record(created)
+    assert deliver(make_engine(api), run)
+    assert api.count("upload") == 0 and run.records[created.log_key].state is ItemState.DELIVERED
+    assert run.owed_records() == 0                   # what the exit code is counted from
+    assert gone in caplog.text and journal.records(run.key) == []
+
+
+def test_a_run_file_waits_while_the_runs_trackor_cannot_be_found(journal, tmp_path, make_engine):
+    api = FakeOneVizion()
+    a_run_in(api, "INT-1-known")
+    path = with_file(tmp_path)
+    api.script("find", E503, E503, when=lambda a: a["type"] == "IntegrationRun")
+    run = known_run(journal, final=False)
+    run.row.settings = {"uploads": UploadPolicy.build(["/"], str(tmp_path), [], str(tmp_path / "log"),
+                                                      1000).as_dict()}
+    run.want_run_file(1, path)
+    assert deliver(make_engine(api), run)
+    assert api.files[(api.of_type("IntegrationRun")[0]["TRACKOR_ID"], "IR_FILE")][0] == "report.txt"
+    assert api.count("find") == 3

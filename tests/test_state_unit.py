@@ -355,3 +355,26 @@ def test_what_waits_is_said_with_why(records, statuses, kwargs, said):
 def test_blocked_records_are_not_promised_to_the_next_invocation():
     message = verdict(True, None, ["run create: 422: x"], 2, 1, blocked=True).message
     assert "next invocation" not in message and message.startswith("OneVizion refused 1 item")
+
+
+def test_a_record_added_twice_is_kept_once():
+    run = progress(run_row(create=ItemState.DELIVERED, last_run=ItemState.DELIVERED))
+    run.add_record(record(1))
+    run.add_record(record(1, ItemState.REFUSED))
+    assert list(run.ready) == ["R-000001"] and run.records["R-000001"].state is ItemState.PENDING
+
+
+def test_nothing_else_of_a_run_goes_while_its_sync_is_asked():
+    run = progress(run_row(create=ItemState.DELIVERED, last_run=ItemState.PENDING), [record(1)], unparsed=True,
+                   sync=True)
+    [sync] = jobs(run)
+    assert sync.kind is JobKind.SYNC
+    assert jobs(run, network=False) == [] and jobs(run) == []
+
+
+def test_a_sync_finding_a_record_already_in_flight_leaves_it_to_its_job():
+    run = progress(run_row(create=ItemState.DELIVERED, last_run=ItemState.DELIVERED), [record(1)], sync=True)
+    [sync] = jobs(run)
+    run.ready.clear()                      # as if its create were in flight
+    done(run, sync, found={"R-000001"})
+    assert run.records["R-000001"].state is ItemState.DELIVERED and not run.needs_sync
