@@ -36,6 +36,16 @@ def delivered_in_full(hub, out):
     assert integration["INT_LAST_RUN"] == run["IR_START"]
 
 
+# -- good answers ----------------------------------------------------------------------------------
+
+def test_good_answers_deliver_everything_and_leave_nothing_in_the_journal(hub, capsys):
+    out = wrap(hub, capsys)
+    assert (out.code, out.err) == (0, "")
+    delivered_in_full(hub, out)
+    assert (hub.journal_rows("runs"), hub.journal_rows("records"), hub.journal_holds_output()) == (0, 0, False)
+    assert main(hub, capsys, "--status") == (0, "the journal owes this installation nothing\n")
+
+
 # -- transient answers: retried until delivered -------------------------------------------------
 
 @pytest.mark.parametrize("answer", TRANSIENT)
@@ -132,6 +142,21 @@ def test_a_refused_item_is_quarantined_listed_left_by_replay_and_sent_by_retry_r
     delivered_in_full(hub, out)
     assert main(hub, capsys, "--status")[0] == 0
     assert hub.journal_rows("runs") == 0
+
+
+def test_refusals_are_said_in_one_line_per_run(hub, capsys):
+    for name in ("First", "Second"):
+        hub.add_integration(name)
+    hub.sandbox.add_rule(status=403, body="Forbidden", **dict(CALLS["record create"], body_contains="refuse me"))
+    child = fixture_command("says.py", "out:fine", "out:refuse me", "out:refuse me too")
+    path = hub.integrations_file(*({"IntegrationName": name, "ExecutablePath": child} for name in ("First", "Second")))
+    capsys.readouterr()
+    assert hub.wrapper(path) == 6
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["error", "error"]
+    assert ["First: run" in lines[0], "Second: run" in lines[1]] == [True, True]
+    assert all("OneVizion refused" in line and "(first: record" in line and "403: Forbidden" in line
+               for line in lines)
 
 
 def test_a_refused_run_create_holds_back_its_records_and_its_final_status(hub, capsys):
