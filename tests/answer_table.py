@@ -55,7 +55,7 @@ AMBIGUOUS = {
     "HTML page": dict(content_type="text/html", body="<html>Gateway</html>"),
 }
 
-# Quarantined; the second item is what --status shows as the answer (masked).
+# Quarantined. WHY: what --status shows as the answer that refused it (secrets masked).
 REFUSED = {
     "400": dict(status=400, body=f"Bad request from hub.admin with password {SECRET}"),
     "403": dict(status=403, body=f"Forbidden: hub.admin/{SECRET} lacks the privilege"),
@@ -68,7 +68,7 @@ REFUSED = {
     "[] 200": dict(json=[]),
 }
 WHY = {
-    "400": f"400: Bad request from hub.admin with password ***",
+    "400": "400: Bad request from hub.admin with password ***",
     "403": "403: Forbidden: hub.admin/*** lacks the privilege",
     "404": "404: Not found",
     "409": "409: Conflict",
@@ -198,10 +198,6 @@ class Outcome:
         assert_no_traceback(self.err)
         lines = self.err.splitlines()
         assert len(lines) == 1 and "refused" in lines[0] and "see --status" in lines[0], self.err
-
-    @staticmethod
-    def refused_status(answer: str) -> str:
-        return WHY[answer]
 
 
 def outcome_of(hub, capsys, name: str, count: int, *flags) -> Outcome:

@@ -4,7 +4,6 @@ with real processes."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -18,7 +17,7 @@ import requests
 
 import sandbox as sandbox_pkg
 from sandbox.server import Handler, start_in_thread
-from tests.answer_table import CALLS, LOG_TRACKORS, assert_no_traceback, main, numbered
+from tests.answer_table import CALLS, assert_no_traceback, main, numbered
 from tests.conftest import REPO_ROOT, write_passwords
 from tests.hubtest import fixture_command
 

@@ -13,9 +13,7 @@ import time
 
 import pytest
 
-from tests.answer_table import CALLS, LOG_TRACKORS, REFUSED, RUN_TRACKORS, TRANSIENT, assert_no_traceback, \
-    journal, journal_refused, main, numbered
-from tests.hubtest import fixture_command
+from tests.answer_table import CALLS, REFUSED, TRANSIENT, assert_no_traceback, journal, journal_refused, main
 
 # Two Retry-After of a second each outlast the 1 s the hub fixture gives a helper (default 5 s).
 PATIENT = {"HUB_DELIVERY_SECONDS": "5"}
@@ -36,10 +34,6 @@ def add_log(hub, *args, key="INT-1", env=None):
 
 def messages(hub, run_key):
     return [r["IL_MESSAGE"] for r in hub.logs(run_key)]
-
-
-def only_once(hub, run_key, message):
-    return messages(hub, run_key).count(message) == 1
 
 
 # -- AddingLog's record create and upload -----------------------------------------------------------
@@ -120,10 +114,20 @@ def test_adding_logs_file_upload_answers(hub, capsys, tmp_path, answer, code):
 
 # -- AddingLog's run lookups ------------------------------------------------------------------------
 
+@pytest.mark.parametrize("answer", ["reset", "503", "500", "cut short"])
+def test_adding_logs_run_lookup_answered_transiently_twice_is_retried(hub, answer):
+    run_key = start(hub)
+    rule = dict(TRANSIENT, **{"500": dict(status=500, body="oops")})[answer]
+    hub.sandbox.add_rule(times=2, **RUN_LOOKUP, **rule)
+    done = add_log(hub, "-m", "found after all")
+    assert done.returncode == 0, done.stderr
+    assert hub.sandbox.rules() == [] and messages(hub, run_key) == ["found after all"]
+
+
 @pytest.mark.parametrize("answer", ["reset", "503", "cut short"])
 def test_adding_log_with_r_trusts_the_run_when_its_lookup_fails_transiently(hub, answer):
     run_key = start(hub)
-    hub.sandbox.add_rule(times=1, **RUN_LOOKUP, **TRANSIENT[answer])
+    hub.sandbox.add_rule(**RUN_LOOKUP, **TRANSIENT[answer])
     done = add_log(hub, "-r", run_key, "-m", "trusted")
     assert done.returncode == 0, done.stderr
     assert messages(hub, run_key) == ["trusted"]
