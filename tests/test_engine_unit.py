@@ -855,3 +855,26 @@ def test_a_run_file_waits_while_the_runs_trackor_cannot_be_found(journal, tmp_pa
     assert deliver(make_engine(api), run)
     assert api.files[(api.of_type("IntegrationRun")[0]["TRACKOR_ID"], "IR_FILE")][0] == "report.txt"
     assert api.count("find") == 3
+
+
+def test_a_write_the_code_got_wrong_is_dropped_and_logged_and_the_others_go_on(journal, caplog):
+    from hub.journal import _Op
+    journal._submit(_Op([("INSERT INTO loose(installation) VALUES(?)", (object(),))]))   # cannot be bound
+    journal.put_run(wrapper_row())
+    assert journal.waiting_writes() == 0 and [r.run_key for r in journal.runs()] == ["INT-1-run"]
+    assert "a journal write failed and was dropped (a bug)" in caplog.text
+
+
+@pytest.mark.parametrize("count, size", [(400, 2000), (30, 65000)])   # many records, or a few merged ones
+def test_delivered_records_give_their_space_back(journal, count, size):
+    journal.put_run(wrapper_row())
+    records = [record(seq=n) for n in range(1, count + 1)]
+    for one in records:
+        one.fields_json = json.dumps({"IL_DESCRIPTION": "x" * size})
+    journal.put_records("INT-1-run", records)
+    journal.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    full = os.path.getsize(journal.path)
+    journal.drop_records([r.log_key for r in records])
+    journal.tick()
+    journal.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert os.path.getsize(journal.path) < full / 2
