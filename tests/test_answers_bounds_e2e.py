@@ -200,7 +200,8 @@ def spawn_paced(hub, name, count, interval):
     return key, hub.spawn("IntegrationWrapper.py", "-i", path)
 
 
-def test_fewer_requests_are_in_flight_while_503s_last_and_everything_still_arrives(hub, monkeypatch):
+@pytest.mark.parametrize("status", [503, 429])
+def test_fewer_requests_are_in_flight_while_overload_lasts_and_everything_still_arrives(hub, monkeypatch, status):
     counter = InFlight(monkeypatch)
     hub.sandbox.set_faults(latency_ms=60)
     key, wrapper = spawn_paced(hub, "Throttled", 3000, 0.002)
@@ -208,7 +209,7 @@ def test_fewer_requests_are_in_flight_while_503s_last_and_everything_still_arriv
         wait_for(lambda: counter.most(0, time.monotonic()) >= 6, what="requests in parallel")
         calm = counter.most(0, time.monotonic())
         overloaded = time.monotonic()
-        hub.sandbox.add_rule(status=503, delay_ms=60, body="Service Unavailable", **CALLS["record create"])
+        hub.sandbox.add_rule(status=status, delay_ms=60, body="Overloaded", **CALLS["record create"])
         time.sleep(4.0)
         late = counter.most(overloaded + 3.0, time.monotonic())
         hub.sandbox.clear_rules()
