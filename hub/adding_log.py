@@ -212,7 +212,7 @@ def backlog(ctx: context.Context) -> None:
         ctx.log.exception("the journal's backlog could not be taken over")
         return
     if adopted:
-        ctx.engine.wait(adopted, BACKLOG_SECONDS)
+        ctx.engine.wait(adopted, BACKLOG_SECONDS, within=BACKLOG_SECONDS)
 
 
 def delivered(ctx: context.Context, record: RecordRow) -> int:

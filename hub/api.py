@@ -215,6 +215,11 @@ class OneVizion:
                 self._discard(conn)
                 return self._failure(socket.timeout(), sent, True)
             too_large = len(data) > self.max_answer_bytes
+            if not too_large and response.length:
+                # Content-Length announced more than came before the connection closed: read(n)
+                # returns the part silently (only an unbounded read raises IncompleteRead).
+                self._discard(conn)
+                return self._failure(http.client.IncompleteRead(data, response.length), sent, False)
             if too_large or response.will_close or not response.isclosed():
                 self._discard(conn)
             else:
@@ -406,11 +411,11 @@ def _short(text: str, limit: int = 300) -> str:
 
 def _reason(exc: Exception) -> str:
     """A connection error in a few words, without anything that could carry a query."""
+    if isinstance(exc, http.client.RemoteDisconnected):   # a ConnectionResetError too, but a FIN, not a reset
+        return "closed without an answer"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
     if isinstance(exc, BrokenPipeError):
         return "broken pipe"
-    if isinstance(exc, http.client.RemoteDisconnected):
-        return "closed without an answer"
     text = getattr(exc, "strerror", None) or type(exc).__name__
     return str(text).lower()

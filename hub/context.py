@@ -99,8 +99,10 @@ class Context:
     @property
     def api(self):
         if self._api is None:
-            from hub.api import OneVizion
-            self._api = OneVizion(self.installation)
+            from hub.api import REQUEST_SECONDS, OneVizion
+            # $HUB_REQUEST_SECONDS: the total deadline of one request (tests make it short).
+            self._api = OneVizion(self.installation,
+                                  request_seconds=float(os.environ.get("HUB_REQUEST_SECONDS", REQUEST_SECONDS)))
         return self._api
 
     @property

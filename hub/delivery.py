@@ -30,7 +30,7 @@ from hub.answers import Answer, Kind
 from hub.api import CallFailed, OneVizion, exact
 from hub.retry import Next, RetryPolicy, Throttle
 from hub.schema import Schema, field_value, schema_from_json
-from hub.state import ItemState, Job, JobKind, Outcome, RecordRow, Result, RunProgress
+from hub.state import UNPARSED, ItemState, Job, JobKind, Outcome, RecordRow, Result, RunProgress
 
 MAX_WORKERS = 16
 PARSE_BYTES = 2 << 20            # raw output parsed at a time: bounds the memory a parse takes
@@ -123,16 +123,19 @@ class Engine:
         with self.lock:
             return all(self.runs[k].complete() for k in keys if k in self.runs)
 
-    def wait(self, keys, idle_seconds: float, interrupt: Optional[threading.Event] = None) -> bool:
+    def wait(self, keys, idle_seconds: float, interrupt: Optional[threading.Event] = None,
+             within: Optional[float] = None) -> bool:
         """Wait until every run in `keys` owes nothing (refused items aside), as long as
-        deliveries keep being confirmed: give up after `idle_seconds` without progress, at
-        once when sending has stopped (credentials) or `interrupt` is set. True when done."""
+        deliveries keep being confirmed: give up after `idle_seconds` without progress, after
+        `within` seconds in all when given (progress or not), at once when sending has stopped
+        (credentials) or `interrupt` is set. True when done."""
         last_progress, since = -1, time.monotonic()
+        end = since + within if within is not None else None
         while True:
             with self.lock:
                 if all(self.runs[k].settled() for k in keys if k in self.runs):
                     return all(self.runs[k].complete() for k in keys if k in self.runs)
-                if self.halted:
+                if self.halted or (end is not None and time.monotonic() >= end):
                     return False
                 if self.progress != last_progress:
                     last_progress, since = self.progress, time.monotonic()
@@ -280,7 +283,7 @@ class Engine:
     def _finished(self, run: RunProgress) -> None:
         """A run that owes nothing leaves the journal, unless something of it was refused
         (that waits there for --retry-refused or --discard)."""
-        if run.refused_items():
+        if run.refused_items() or run.row.notes.get(UNPARSED):
             return
         self.journal.drop_run(run.key)
         if run.spool is not None:
@@ -428,6 +431,7 @@ class Engine:
     def _upload_file(self, job: Job) -> Result:
         run, record = job.run, job.record
         opened, record = self._open_for_record(run, record)
+        job.record = record     # the run now holds this row: the result must change it, not the old one
         if opened is None:
             return Result(Outcome.SKIPPED, trackor_id=record.trackor_id)
         try:
@@ -466,7 +470,8 @@ class Engine:
             self.api.upload(trackor_id, schema.log.file, opened.name, self._streaming(uploads.MultipartBody(opened)))
         except CallFailed as failed:
             result = self._failed(job, failed.answer, token=job.record.log_key)
-            if result.outcome is Outcome.RETRY and created:
+            if result.outcome in (Outcome.RETRY, Outcome.STOP) and created:
+                # The record exists: the journal must say so, or the next invocation creates it again.
                 return Result(Outcome.CREATED, trackor_id=trackor_id)
             result.trackor_id = trackor_id
             return result

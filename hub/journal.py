@@ -426,11 +426,11 @@ class Journal:
         if self._writer is not None:
             self._writer.join(self.busy_timeout + 5.0)
         with self.changed:
-            deadline = self.clock() + CLOSE_WAIT_SECONDS
+            deadline = time.monotonic() + CLOSE_WAIT_SECONDS   # real time: a test's clock may stand still
             while True:
                 if self.queue:
                     self._write_queued(force=True)
-                if not self.queue or self.condition != LOCKED or self.clock() >= deadline:
+                if not self.queue or self.condition != LOCKED or time.monotonic() >= deadline:
                     break
                 self.changed.wait(RETRY_SECONDS)
             if self.queue:
@@ -550,8 +550,6 @@ class Journal:
             while True:
                 while not self.queue and not self._stopping:
                     self.changed.wait(1.0)
-                    if self._deleted:
-                        self._vacuum()
                 if not self.queue:
                     return
                 if self.condition is not None and self.clock() < self._next_try and not self._stopping:
@@ -643,9 +641,9 @@ class Journal:
         self._deleted = 0
         if self._wdb is None or self.condition is not None:
             return
-        if keep and self.clock() < self._next_vacuum:
+        if keep and time.monotonic() < self._next_vacuum:
             return
-        self._next_vacuum = self.clock() + VACUUM_SECONDS
+        self._next_vacuum = time.monotonic() + VACUUM_SECONDS
         try:
             free = self._wdb.execute("PRAGMA freelist_count").fetchone()[0]
             if free > keep:
@@ -662,6 +660,7 @@ class Journal:
             if force and self.queue and self._writer is None:
                 self._write_queued(force=True)
             target = self.submitted
+            self._urgent = True
             deadline = time.monotonic() + self.busy_timeout + 1.0
             while self.written < target and (self.condition is None or force) and time.monotonic() < deadline:
                 self.changed.notify_all()
@@ -671,10 +670,12 @@ class Journal:
             return not self.queue
 
     def tick(self) -> None:
-        """Called now and then by the delivery engine (the writer retries on its own)."""
+        """Called now and then by the delivery engine: what waits is written (the writer retries
+        on its own), free pages go back to the file system."""
+        self._settle()
         with self.changed:
-            if self.queue:
-                self.changed.notify_all()
+            if self._deleted and not self._writing:
+                self._vacuum()
 
     def waiting_writes(self) -> int:
         return len(self.queue)
@@ -683,6 +684,8 @@ class Journal:
         """Whether writes that only this process holds carry something still owed: records
         OneVizion has not confirmed, or a run's row (its final status). Lost if it exits now."""
         with self.changed:
+            if self.condition is None:
+                return False   # a healthy journal writes what is queued (at close at the latest)
             records, rows, _ = self._queued()
             return bool(records or rows)
 
@@ -769,6 +772,7 @@ class Journal:
         """A helper's record, in one transaction with the run row it needs: the run's own row
         when the journal has it (returned: its owner delivers it), else `known` (None returned).
         Raises the storage error when the journal cannot take it now."""
+        self._settle()
         with self.lock:
             if self.db is None or self.condition is not None:
                 raise sqlite3.OperationalError(self.condition or "the journal cannot be written")
@@ -794,6 +798,7 @@ class Journal:
                   fields_json: str, file_path: Optional[str]) -> int:
         """A record whose run could not be told (OneVizion unreachable, no -r): it goes to the run
         that was Running at `at`, found when it is delivered."""
+        self._settle()
         with self.lock:
             if self.db is None or self.condition is not None:
                 raise sqlite3.OperationalError(self.condition or "the journal cannot be written")
@@ -813,6 +818,7 @@ class Journal:
     def resolve_loose(self, loose_id: int, record: RecordRow, known: RunRow) -> bool:
         """A loose record found its run: it becomes that run's record, once (False when another
         process resolved it first)."""
+        self._settle()
         with self.lock:
             if self.db is None or self.condition is not None:
                 return False
@@ -840,6 +846,7 @@ class Journal:
     def claim(self, run_key: str, expected: Optional[str], owner: str) -> bool:
         """Take a run over from a gone owner; False when another process took it first (or the
         journal cannot be written now: then nobody can)."""
+        self._settle()
         with self.lock:
             if self.db is None or self.condition is not None:
                 return False
@@ -853,7 +860,14 @@ class Journal:
 
     # -- reading ------------------------------------------------------------------------------------
 
+    def _settle(self) -> None:
+        """Reads and synchronous writes see this process's own queued writes: what is queued is
+        written first (at once; a journal in a condition does not make them wait)."""
+        if self.queue and threading.current_thread() is not self._writer:
+            self.flush()
+
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> List[sqlite3.Row]:
+        self._settle()
         with self.lock:
             if self.db is None:
                 return []

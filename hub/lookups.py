@@ -5,6 +5,8 @@ journal is a run)."""
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,12 +36,27 @@ def integration_by_id(ctx: Context, integration_key: str) -> dict:
     return found[0]
 
 
+def _find(ctx: Context, *args, **kwargs):
+    """ctx.api.find with the few quick retries every lookup gets on a transient answer (SPEC §5:
+    a 503 is "not now", not "unreachable"); raises CallFailed when they are used up."""
+    from hub.answers import Kind
+    from hub.context import LOOKUP_ATTEMPTS
+    backoff = float(os.environ.get("HUB_BACKOFF_BASE", "0.5"))
+    for attempt in range(LOOKUP_ATTEMPTS):
+        try:
+            return ctx.api.find(*args, **kwargs)
+        except CallFailed as failed:
+            if failed.answer.kind not in (Kind.TRANSIENT, Kind.SERVER_ERROR) or attempt == LOOKUP_ATTEMPTS - 1:
+                raise
+            time.sleep(min(5.0, backoff * (2 ** attempt)))
+
+
 def run_by_key(ctx: Context, run_key: str) -> Optional[RemoteRun]:
     """The run with exactly this key in OneVizion, or None. Raises CallFailed when OneVizion
     does not answer well (the caller decides: journal, or exit)."""
     s = ctx.schema
     parent = f"{s.integration.trackor_type}.TRACKOR_KEY"
-    rows = ctx.api.find(s.run.trackor_type, {"TRACKOR_KEY": exact(run_key)}, [s.run.status, parent])
+    rows = _find(ctx, s.run.trackor_type, {"TRACKOR_KEY": exact(run_key)}, [s.run.status, parent])
     for row in rows:
         if field_value(row, "TRACKOR_KEY") == run_key:
             return RemoteRun(run_key, row["TRACKOR_ID"], field_value(row, s.run.status), field_value(row, parent))
@@ -47,11 +64,12 @@ def run_by_key(ctx: Context, run_key: str) -> Optional[RemoteRun]:
 
 
 def latest_running_run(ctx: Context, integration_key: str) -> Optional[RemoteRun]:
-    """The integration's newest run whose status is Running, or None. Raises CallFailed."""
+    """The integration's newest run whose status is Running, or None (two started in the same
+    second: the one created last). Raises CallFailed."""
     s = ctx.schema
-    rows = ctx.api.find(s.run.trackor_type, {s.run.status: exact(s.run.running),
-                                             f"{s.integration.trackor_type}.TRACKOR_KEY": exact(integration_key)},
-                        [s.run.start, s.run.status], sort=f"{s.run.start}:desc", per_page=1)
+    rows = _find(ctx, s.run.trackor_type, {s.run.status: exact(s.run.running),
+                                           f"{s.integration.trackor_type}.TRACKOR_KEY": exact(integration_key)},
+                 [s.run.start, s.run.status], sort=f"{s.run.start}:desc,TRACKOR_ID:desc", per_page=1)
     if not rows:
         return None
     return RemoteRun(rows[0]["TRACKOR_KEY"], rows[0]["TRACKOR_ID"], field_value(rows[0], s.run.status),

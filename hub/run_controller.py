@@ -124,8 +124,10 @@ def deliver(ctx: context.Context, run: RunProgress, what: str, add: bool = True)
     engine.wait([run.key], delivery_seconds())
     with engine.lock:
         refused = run.refused_items()
-        owed = sum(1 for step in (run.row.create, run.row.last_run, run.row.final) if step.owed)
-    result = verdict(True, None, refused, 0, owed, credentials_refused=engine.halted is not None)
+        owed = [name for name, step in (("the run's create", run.row.create), ("Last Run", run.row.last_run),
+                                        ("the final status", run.row.final)) if step.owed]
+    result = verdict(True, None, refused, 0, len(owed), credentials_refused=engine.halted is not None,
+                     status_names=owed)
     if result.message:
         (ctx.console.error if refused else ctx.console.warning)(f"{what}: {result.message}")
     return result.exit_code

@@ -221,17 +221,22 @@ class RunProgress:
         return items
 
     def output_pending(self) -> bool:
-        """Raw output not yet turned into records (or an output that may still grow)."""
+        """Raw output not yet turned into records (or an output that may still grow), including
+        output a parse could not turn into records in this invocation (it stays in the spool)."""
+        return self._output_to_parse() or bool(self.row.notes.get(UNPARSED))
+
+    def _output_to_parse(self) -> bool:
         if self.spool is None:
             return False
         return self.row.output_open or not self.row.parse.ended or self.spool.has_unparsed(self.row.parse.next_chunk)
 
     def complete(self) -> bool:
-        """Nothing of this run is owed any more (refused items aside): it can leave the journal
-        once no refused item is left either."""
+        """Nothing of this run is owed any more (refused items aside), or nothing more can be done
+        for it in this invocation: it can leave the journal once no refused item (and no output
+        that could not be parsed) is left either."""
         row = self.row
         return not (row.create.owed or row.last_run.owed or row.final.owed or self.in_flight
-                    or self.ready or self.waiting or self.files or self.output_pending()
+                    or self.ready or self.waiting or self.files or self._output_to_parse()
                     or (row.run_file is not None and row.run_file_state is ItemState.PENDING)
                     or self.needs_sync or (row.origin is Origin.WRAPPER and row.final.fields is None))
 
@@ -441,6 +446,8 @@ class RunProgress:
 
 
 _RUN_TOKENS = {"sync", "create", "last_run", "parse", "run_file", "final"}
+# RunRow.notes key: why the run's output could not be turned into records (it stays in the spool).
+UNPARSED = "unparsed"
 
 
 # -- the verdict ----------------------------------------------------------------------
@@ -452,8 +459,11 @@ class Verdict:
 
 
 def verdict(ok: bool, stopped_by: Optional[int], refused: List[str], owed_records: int, owed_statuses: int,
-            credentials_refused: bool = False, blocked: bool = False) -> Verdict:
+            credentials_refused: bool = False, blocked: bool = False,
+            status_names: Optional[List[str]] = None) -> Verdict:
     """A run's exit code from its child's outcome and what the journal still holds for it.
+    `status_names`: what the owed statuses are, when the caller knows ("the run's create");
+    else one is the final status.
 
     A signal the wrapper received wins (128+N); then anything OneVizion refused (6); then
     anything still owed (75); then the run's own status (0 or 1)."""
@@ -465,12 +475,16 @@ def verdict(ok: bool, stopped_by: Optional[int], refused: List[str], owed_record
         what = []
         if owed_records:
             what.append(f"{owed_records} record{'s' if owed_records != 1 else ''}")
-        if owed_statuses:
+        if owed_statuses and status_names:
+            what.extend(status_names)
+        elif owed_statuses:
             what.append("the final status" if owed_statuses == 1 else f"{owed_statuses} statuses")
+        one = owed_records + owed_statuses == 1
+        them = "it" if one else "them"
         why = ("behind the refused run create" if blocked else "OneVizion refused the credentials"
-               if credentials_refused else "OneVizion did not confirm them in time")
-        parts.append(f"{' and '.join(what)} wait in the journal ({why})" + (
-            "" if blocked else "; the next invocation or --replay delivers them"))
+               if credentials_refused else f"OneVizion did not confirm {them} in time")
+        parts.append(f"{' and '.join(what)} {'waits' if one else 'wait'} in the journal ({why})" + (
+            "" if blocked else f"; the next invocation or --replay delivers {them}"))
     message = "; ".join(parts) or None
     if stopped_by:
         return Verdict(V.EXIT_SIGNAL_BASE + stopped_by, message)

@@ -301,9 +301,12 @@ def replay(ctx: context.Context, idle_seconds: float, retry_refused: bool) -> in
     delivered = statuses = owed_records = owed_statuses = refused = 0
     if adopted:
         total = _owed_now(engine, adopted)
-        watcher = threading.Thread(target=_show_progress, args=(ctx, engine, adopted, total), daemon=True)
+        waited = threading.Event()
+        watcher = threading.Thread(target=_show_progress, args=(ctx, engine, adopted, total, waited), daemon=True)
         watcher.start()
         engine.wait(adopted, idle_seconds)
+        waited.set()
+        watcher.join(1.0)
         ctx.console.end_progress()
         with engine.lock:
             for key in adopted:
@@ -332,13 +335,12 @@ def _owed_now(engine, keys) -> int:
         return sum(engine.run(k).owed_records() for k in keys) or 1
 
 
-def _show_progress(ctx, engine, keys, total) -> None:
+def _show_progress(ctx, engine, keys, total, waited: threading.Event) -> None:
     while True:
         with engine.lock:
             left = sum(engine.run(k).owed_records() for k in keys)
             finished = all(engine.run(k).complete() for k in keys)
-        ctx.console.progress(max(0, total - left), total, "replay")
-        if finished:
+        ctx.console.progress(max(0, total - left), total, "replay", force=finished)
+        if finished or waited.wait(0.2):
             return
-        time.sleep(0.2)
 
