@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from hub import cli, context, lookups
 from hub import vocabulary as V
-from hub.errors import NotFoundError, UsageError
+from hub.errors import NotFoundError, UnreachableError, UsageError
 from hub.state import ItemState, Origin, RecordRow, RunProgress, RunRow, verdict
 
 SCRIPT = "IntegrationWrapperAddingLog"
@@ -49,7 +49,12 @@ def add_log(ctx: context.Context, args) -> int:
     suffix = f"X{int(now * 1000):x}{os.urandom(2).hex()}"
     target = target_run(ctx, args)
     if target is None:   # OneVizion unreachable and nothing local: the run that is Running now, later
-        ctx.journal.add_loose(args.integration_id, os.environ.get("HUB_RUN_ID"), suffix, now, json.dumps(fields), path)
+        try:
+            ctx.journal.add_loose(args.integration_id, os.environ.get("HUB_RUN_ID"), suffix, now, json.dumps(fields),
+                                  path)
+        except Exception as exc:  # noqa: BLE001 - OneVizion away and the journal full: nowhere to keep it
+            raise UnreachableError(f"OneVizion cannot be reached and the local journal cannot keep the record now "
+                                   f"({exc}); nothing was kept") from None
         ctx.log.warning("record for integration %s kept in the journal: OneVizion cannot be reached to tell its run",
                         args.integration_id)
         ctx.console.warning(f"OneVizion cannot be reached; the record for integration {args.integration_id} waits "

@@ -24,6 +24,7 @@ recovered whatever host name wrote it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -111,9 +112,10 @@ _RUN_COLUMNS = ("run_key", "installation", "integration_key", "integration_id", 
                 "create_answer", "last_run_fields", "last_run_state", "last_run_answer", "final_fields",
                 "final_state", "final_answer", "run_file", "run_file_state", "run_file_answer", "output_open",
                 "parse", "notes")
-_PARSE_COLUMNS = ("run_key", "parse", "last_activity")    # put_run leaves them to the first write and put_records
 _RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path", "state", "trackor_id", "answer",
                    "created_at")
+_INSERT_RUN = f"INSERT INTO runs({','.join(_RUN_COLUMNS)}) VALUES({','.join('?' * len(_RUN_COLUMNS))})"
+_INSERT_RECORD = f"INSERT INTO records({','.join(_RECORD_COLUMNS)}) VALUES({','.join('?' * len(_RECORD_COLUMNS))})"
 
 # What a sqlite3 error means: a condition the journal waits out, or damage.
 FULL, IO_ERROR = "the disk is full", "the disk reported an I/O error"
@@ -772,6 +774,20 @@ class Journal:
         """A helper's record, in one transaction with the run row it needs: the run's own row
         when the journal has it (returned: its owner delivers it), else `known` (None returned).
         Raises the storage error when the journal cannot take it now."""
+        with self._at_once() as db:
+            rows = db.execute("SELECT * FROM runs WHERE run_key=? AND installation=?",
+                              (record.run_key, self.installation))
+            names = [d[0] for d in rows.description]
+            found = rows.fetchone()
+            if found is None:
+                db.execute(_INSERT_RUN, _run_values(known))
+            db.execute(_INSERT_RECORD, _record_values(record))
+        return _run_row(dict(zip(names, found))) if found is not None else None
+
+    @contextlib.contextmanager
+    def _at_once(self):
+        """One transaction on the reading connection, for the helper scripts' writes that must be
+        in the file before they go on (not queued); raises when the journal cannot take it now."""
         self._settle()
         with self.lock:
             if self.db is None or self.condition is not None:
@@ -779,20 +795,14 @@ class Journal:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows = db.execute("SELECT * FROM runs WHERE run_key=? AND installation=?",
-                                  (record.run_key, self.installation))
-                names = [d[0] for d in rows.description]
-                found = rows.fetchone()
-                if found is None:
-                    db.execute(f"INSERT INTO runs({','.join(_RUN_COLUMNS)}) VALUES({','.join('?' * len(_RUN_COLUMNS))})",
-                               _run_values(known))
-                db.execute(f"INSERT INTO records({','.join(_RECORD_COLUMNS)}) VALUES"
-                           f"({','.join('?' * len(_RECORD_COLUMNS))})", _record_values(record))
+                yield db
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 raise
-            return _run_row(dict(zip(names, found))) if found is not None else None
 
     def add_loose(self, integration_key: str, hint_run: Optional[str], log_suffix: str, at: float,
                   fields_json: str, file_path: Optional[str]) -> int:
@@ -817,26 +827,17 @@ class Journal:
 
     def resolve_loose(self, loose_id: int, record: RecordRow, known: RunRow) -> bool:
         """A loose record found its run: it becomes that run's record, once (False when another
-        process resolved it first)."""
-        self._settle()
-        with self.lock:
-            if self.db is None or self.condition is not None:
-                return False
-            db = self.db
-            db.execute("BEGIN IMMEDIATE")
-            try:
+        process resolved it first, or the journal cannot take it now: it stays loose)."""
+        try:
+            with self._at_once() as db:
                 if db.execute("DELETE FROM loose WHERE id=? AND state=0", (loose_id,)).rowcount != 1:
-                    db.execute("ROLLBACK")
-                    return False
-                db.execute(f"INSERT OR IGNORE INTO runs({','.join(_RUN_COLUMNS)}) VALUES"
-                           f"({','.join('?' * len(_RUN_COLUMNS))})", _run_values(known))
-                db.execute(f"INSERT INTO records({','.join(_RECORD_COLUMNS)}) VALUES"
-                           f"({','.join('?' * len(_RECORD_COLUMNS))})", _record_values(record))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return True
+                    return False   # another process resolved it (nothing else was written)
+                db.execute(_INSERT_RUN.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1), _run_values(known))
+                db.execute(_INSERT_RECORD, _record_values(record))
+        except sqlite3.Error as exc:
+            self.log.warning("a loose record could not be given its run now: %s", exc)
+            return False
+        return True
 
     def refuse_loose(self, loose_id: int, answer: str) -> None:
         self._submit(_Op([("UPDATE loose SET state=3, answer=? WHERE id=?", (answer, loose_id))]))

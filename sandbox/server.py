@@ -36,7 +36,7 @@ from sandbox import api, control, faults as faults_mod, page, rules as rules_mod
 from sandbox.schema import SandboxError
 from sandbox.store import Store
 
-MAX_BODY = 20 * 1024 * 1024
+MAX_BODY = 128 * 1024 * 1024   # above the hub's default upload limit (100 MB)
 DRAIN_LIMIT = 256 * 1024 * 1024  # past this a too-large body is not even read: the connection closes
 
 

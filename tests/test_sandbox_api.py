@@ -279,7 +279,8 @@ def test_wrong_content_type_is_refused(api):
 
 
 def test_oversized_body_is_413(api):
-    answer = api.post(api.base + "/trackor_types/Integration/trackors", data=b"x" * (21 * 1024 * 1024),
+    from sandbox.server import MAX_BODY
+    answer = api.post(api.base + "/trackor_types/Integration/trackors", data=b"x" * (MAX_BODY + 1),
                       headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
 
