@@ -323,7 +323,7 @@ class Engine:
         tz = zone(row.settings.get("timezone"))
         records, now = [], time.time()
         for seq_of, stream, at, mtype, text, marker, path in lines:
-            log_key = f"{row.run_key}-{seq_of:06d}"
+            log_key = f"{row.run_key}-{log_number(seq_of)}"
             fields = {"TRACKOR_KEY": log_key, schema.log.date_time: format_time(at, tz),
                       schema.log.message_type: schema.log.type_value(mtype),
                       schema.log.message: L.cut_message(marker + text, schema.log.message_limit),
@@ -665,6 +665,14 @@ class _Streaming:
                 unreported = 0
                 self.on_progress()
 
+
+
+def log_number(seq: int) -> str:
+    """A record's number in its Log ID: six digits (`000042`, SPEC §4), so that sorting a run's
+    records by Log ID gives the order of the output. Past 999,999 lines a letter goes first
+    (`A1000000`, then `B10000000`): letters sort after digits, so the order still holds."""
+    text = f"{seq:06d}"
+    return text if len(text) == 6 else chr(ord("A") + len(text) - 7) + text
 
 
 def _plain_lines(run: RunProgress, chunks):

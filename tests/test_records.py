@@ -114,3 +114,10 @@ def test_parts_are_not_cut_inside_a_character():
     m = maker()
     m.feed(V.STDOUT, "é".encode() * (LONG_LINE_HOLD // 2 + LIMIT), 1.0)
     assert all("\ufffd" not in r[4] and len(r[4]) <= LIMIT for r in m.records())
+
+
+def test_log_numbers_sort_in_output_order_past_a_million_lines():
+    from hub.delivery import log_number
+    numbers = [1, 42, 999_999, 1_000_000, 1_000_001, 9_999_999, 10_000_000, 123_456_789]
+    assert log_number(42) == "000042"
+    assert sorted(log_number(n) for n in reversed(numbers)) == [log_number(n) for n in numbers]
