@@ -39,7 +39,8 @@ class Shape(enum.Enum):
 
     CREATED = "an object with TRACKOR_ID"          # create: {"TRACKOR_ID": 1, "TRACKOR_KEY": "K"}
     UPDATED = "an object with TRACKOR_ID"          # update by id (it names the trackor updated)
-    LIST = "a list"                                # reads, schema lists
+    LIST = "a list"                                # schema lists
+    TRACKORS = "a list of trackors"                # reads: each with TRACKOR_ID and TRACKOR_KEY
     OBJECT = "an object"                           # read one, server_info, params
     BLOB_ID = "a file id (a bare integer)"         # upload
     TEXT = "text"                                  # /api/authorize
@@ -151,6 +152,9 @@ def _expected(shape: Shape, body: bytes):
         ok = isinstance(value, dict) and _is_id(value.get("TRACKOR_ID"))
     elif shape is Shape.LIST:
         ok = isinstance(value, list) and all(isinstance(row, dict) for row in value)
+    elif shape is Shape.TRACKORS:
+        ok = isinstance(value, list) and all(isinstance(row, dict) and _is_id(row.get("TRACKOR_ID"))
+                                             and isinstance(row.get("TRACKOR_KEY"), str) for row in value)
     elif shape is Shape.OBJECT:
         ok = isinstance(value, dict)
     elif shape is Shape.BLOB_ID:

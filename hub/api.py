@@ -84,6 +84,7 @@ class OneVizion:
         self._lock = threading.Lock()
         self._watchdog = _Watchdog()
         self._is_onevizion: Optional[bool] = None
+        self.refused_credentials: Optional[Answer] = None   # the 401, once one came
 
     def close(self) -> None:
         with self._lock:
@@ -108,7 +109,7 @@ class OneVizion:
         if per_page:
             params.append(("page", str(page or 1)))
             params.append(("per_page", str(per_page)))
-        return self.call("GET", f"/api/v3/trackor_types/{_seg(trackor_type)}/trackors", Shape.LIST,
+        return self.call("GET", f"/api/v3/trackor_types/{_seg(trackor_type)}/trackors", Shape.TRACKORS,
                          params=params, seconds=seconds)
 
     def create(self, trackor_type: str, fields: Mapping[str, Any], parents: Iterable[Tuple[str, str]] = (),
@@ -179,11 +180,18 @@ class OneVizion:
     def call(self, method: str, path: str, shape: Shape, params: Sequence[Tuple[str, str]] = (),
              body: Any = None, content_type: Optional[str] = None, length: Optional[int] = None,
              seconds: Optional[float] = None, auth: bool = True) -> Any:
-        """One request; returns the parsed good answer or raises CallFailed."""
+        """One request; returns the parsed good answer or raises CallFailed. Once OneVizion has
+        refused the credentials (401), no other request with them is sent by this invocation:
+        every later call fails at once with that answer (a login is never hammered: accounts get
+        locked)."""
         where = f"{method} {path}"
+        if auth and self.refused_credentials is not None:
+            raise CallFailed(self.refused_credentials, where)
         answer = self._exchange(method, self._prefix + path + _query(params), shape, body, content_type,
                                 length, seconds or self.request_seconds, auth)
         if not answer.delivered:
+            if answer.kind is answers.Kind.CREDENTIALS and auth:
+                self.refused_credentials = answer
             raise CallFailed(answer, where)
         return answer.value
 
@@ -204,6 +212,8 @@ class OneVizion:
                     headers["Content-Type"] = content_type
                 if body is not None:
                     headers["Content-Length"] = str(length if length is not None else len(body))
+                if self._proxy.url and self.scheme == "http" and self._proxy.auth:
+                    headers["Proxy-Authorization"] = self._proxy.auth
                 sent = True
                 conn.request(method, self._proxy.target(self, target), body=body, headers=headers)
                 response = conn.getresponse()
@@ -220,11 +230,13 @@ class OneVizion:
                 # returns the part silently (only an unbounded read raises IncompleteRead).
                 self._discard(conn)
                 return self._failure(http.client.IncompleteRead(data, response.length), sent, False)
+            self._watchdog.unwatch(watch)   # before another thread can take the connection
             if too_large or response.will_close or not response.isclosed():
                 self._discard(conn)
             else:
                 self._give_back(conn)
-            text = self._short(data[:2000].decode("utf-8", "replace"))
+            # Masked before it is cut short: a secret cut in two would otherwise show its half.
+            text = self._short(data[:8192].decode("utf-8", "replace"))
             return answers.classify(response.status, response.headers, data, shape, text, too_large)
         finally:
             self._watchdog.unwatch(watch)

@@ -165,6 +165,37 @@ def test_a_url_that_is_not_onevizion_is_told_apart_from_a_missing_trackor_type(t
     gone.close()
 
 
+def test_after_a_401_no_other_request_goes_out_with_those_credentials(tmp_path, sandbox):
+    # Accounts get locked after a few failed logins: one refusal ends this invocation's sending.
+    api = api_for(tmp_path, sandbox.url)
+    sandbox.add_rule(status=401, body="Unauthorized")
+    sandbox.reset_stats()
+    first = failed(lambda: api.find("Integration", {}))
+    assert first.kind is Kind.CREDENTIALS
+    sandbox.clear_rules()
+    again = failed(lambda: api.create("IntegrationLog", {"TRACKOR_KEY": "K"}))
+    assert again is first and sandbox.stats()["total"] == 1
+    api.close()
+
+
+def test_a_read_whose_rows_are_not_trackors_is_refused(tmp_path, sandbox):
+    # A list of something else (a portal's JSON, another API) is not an answer a read-back can trust.
+    api = api_for(tmp_path, sandbox.url)
+    sandbox.add_rule(method="GET", path="Integration/trackors$", json=[{"id": 1, "name": "x"}])
+    answer = failed(lambda: api.find("Integration", {}))
+    assert answer.kind is Kind.REFUSED
+    api.close()
+
+
+def test_a_long_answer_is_masked_before_it_is_cut_short(tmp_path, sandbox):
+    # The password sits across the 300-character cut: neither half may show.
+    api = api_for(tmp_path, sandbox.url)
+    sandbox.add_rule(status=403, body="x" * 290 + sandbox_pkg.PASSWORD + "y" * 500)
+    answer = failed(lambda: api.find("Integration", {}))
+    assert sandbox_pkg.PASSWORD[:5] not in answer.text and "***" in answer.text
+    api.close()
+
+
 # -- proxies --------------------------------------------------------------------------------------------
 
 def test_an_http_proxy_gets_the_absolute_url(tmp_path, sandbox, monkeypatch):
@@ -174,6 +205,22 @@ def test_an_http_proxy_gets_the_absolute_url(tmp_path, sandbox, monkeypatch):
     sandbox.add_rule(method="GET", path="Integration/trackors$", json=[{"TRACKOR_ID": 1, "TRACKOR_KEY": "via"}])
     assert api.find("Integration", {}) == [{"TRACKOR_ID": 1, "TRACKOR_KEY": "via"}]
     api.close()
+
+
+def test_an_http_proxy_with_credentials_gets_them_in_proxy_authorization(tmp_path, monkeypatch):
+    seen = []
+    server = RawServer(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n[]')
+    server._read_request = lambda conn: seen.append(conn.recv(65536))
+    monkeypatch.setenv("http_proxy", f"http://user:p%40ss@127.0.0.1:{server.port}")
+    api = api_for(tmp_path, "http://onevizion.invalid")
+    try:
+        assert api.find("Integration", {}) == []
+    finally:
+        server.close()
+        api.close()
+    head = seen[0].decode("latin-1")
+    assert head.startswith("GET http://onevizion.invalid/api/v3/")
+    assert "Proxy-Authorization: Basic dXNlcjpwQHNz" in head      # user:p@ss
 
 
 def test_an_https_proxy_that_refuses_the_tunnel_is_a_transient_answer(tmp_path, sandbox, monkeypatch):
