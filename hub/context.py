@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
-from hub import cli, config, console as console_mod, vocabulary as V, wrapper_log
+from hub import answers, cli, config, console as console_mod, vocabulary as V, wrapper_log
 from hub.errors import HubError, UnreachableError, UsageError
 from hub.journal import Conditions, Journal, Owner
 from hub.schema import field_value, schema_as_dict
@@ -296,38 +296,26 @@ class Context:
 
     def resolve_loose(self, retry_refused: bool = False) -> List[str]:
         """Records journaled while OneVizion could not tell their run (AddingLog without -r): each
-        goes to the run that was Running when it was journaled — $HUB_RUN_ID's run if that belongs
-        to the integration, else the latest run started before it and not finished before it.
-        None: kept as refused (--status shows it). Returns the runs that got records."""
-        import json as json_mod
-        from hub import lookups
-        from hub.api import CallFailed, exact
+        goes to the run that was Running when it was journaled (see _loose_target). None: kept as
+        refused (--status shows it). Credentials refused: they all wait, and stderr says so.
+        Returns the runs that got records."""
+        from hub.api import CallFailed
         from hub.state import RecordRow, RunRow
         rows = self.journal.loose()
         if retry_refused:
             rows += self.journal.loose(refused=True)
         found_keys = []
-        s = self.schema
         for loose in rows:
             at_text = self.now_text(loose["at"])[:19]
             try:
-                target = None
-                if loose["hint_run"]:
-                    remote = lookups.run_by_key(self, loose["hint_run"])
-                    if remote is not None and remote.integration_key == loose["integration_key"]:
-                        target = remote
-                if target is None:
-                    runs = self.api.find(s.run.trackor_type,
-                                         {f"{s.integration.trackor_type}.TRACKOR_KEY": exact(loose["integration_key"])},
-                                         [s.run.start, s.run.finish], sort=f"{s.run.start}:desc", per_page=50)
-                    for run in runs:
-                        start = str(field_value(run, s.run.start) or "")[:19]
-                        finish = str(field_value(run, s.run.finish) or "")[:19]
-                        if start and start <= at_text and (not finish or finish >= at_text):
-                            target = lookups.RemoteRun(run["TRACKOR_KEY"], run["TRACKOR_ID"], None,
-                                                       loose["integration_key"])
-                            break
+                target = self._loose_target(loose, at_text)
             except CallFailed as failed:
+                if failed.answer.kind is answers.Kind.CREDENTIALS:
+                    message = (f"{len(rows)} journaled record(s) still wait for their run: OneVizion refused the "
+                               f"credentials ({failed.answer.describe()})")
+                    self.log.error(message)
+                    self.console.error(message)
+                    break
                 self.log.warning("a journaled record of integration %s still waits for its run: %s",
                                  loose["integration_key"], failed.answer.describe())
                 continue
@@ -336,10 +324,10 @@ class Context:
                 self.journal.refuse_loose(loose["id"], why)
                 self.log.error("a journaled record is kept as refused: %s", why)
                 continue
-            fields = json_mod.loads(loose["fields"])
+            fields = json.loads(loose["fields"])
             log_key = f"{target.key}-{loose['log_suffix']}"
             fields["TRACKOR_KEY"] = log_key
-            record = RecordRow(log_key, target.key, json_mod.dumps(fields), "helper", file_path=loose["file_path"],
+            record = RecordRow(log_key, target.key, json.dumps(fields), "helper", file_path=loose["file_path"],
                                created_at=loose["at"])
             known = RunRow(run_key=target.key, installation=self.installation.identity(),
                            integration_key=loose["integration_key"], origin=Origin.KNOWN, settings=self.settings(),
@@ -351,6 +339,27 @@ class Context:
         if found_keys:
             self.adopt_orphans(keys=found_keys)
         return found_keys
+
+    def _loose_target(self, loose, at_text: str):
+        """$HUB_RUN_ID's run if that belongs to the record's integration, else the integration's
+        latest run started before the record and not finished before it; None when there is none.
+        Raises CallFailed."""
+        from hub import lookups
+        from hub.api import exact
+        s = self.schema
+        if loose["hint_run"]:
+            remote = lookups.run_by_key(self, loose["hint_run"])
+            if remote is not None and remote.integration_key == loose["integration_key"]:
+                return remote
+        runs = self.api.find(s.run.trackor_type,
+                             {f"{s.integration.trackor_type}.TRACKOR_KEY": exact(loose["integration_key"])},
+                             [s.run.start, s.run.finish], sort=f"{s.run.start}:desc", per_page=50)
+        for run in runs:
+            start = str(field_value(run, s.run.start) or "")[:19]
+            finish = str(field_value(run, s.run.finish) or "")[:19]
+            if start and start <= at_text and (not finish or finish >= at_text):
+                return lookups.RemoteRun(run["TRACKOR_KEY"], run["TRACKOR_ID"], None, loose["integration_key"])
+        return None
 
     def close(self) -> None:
         for closer in reversed(self.closers):

@@ -41,6 +41,8 @@ HOUSEKEEPING_SECONDS = 0.1       # how often an idle worker looks for records ot
 # and then, so that a long one does not stop delivery altogether.
 FLOOD_HOLD_SECONDS = 0.03
 FLOOD_DUTY_SECONDS = 0.25
+ONLY_IF_RUNNING = "only_if_running"   # RunRow.notes: a deferred RunController stop
+FOUND_CLOSED = "found_closed"         # RunRow.notes: the status such a stop found instead of Running
 SYNC_PAGE = 2000                 # Log IDs read per request when an adopted run is checked
 PROGRESS_BYTES = 1 << 20         # an upload streaming out counts as progress every this many bytes
 _DELIVERED = Answer(Kind.DELIVERED, 200, "")
@@ -508,9 +510,25 @@ class Engine:
 
     def _final(self, job: Job) -> Result:
         run = job.run
-        trackor_id = self._run_trackor_id(job)
-        if isinstance(trackor_id, Result):
-            return trackor_id
+        if run.row.notes.get(ONLY_IF_RUNNING):
+            # A RunController stop whose run could not be read when it was asked: it closes the
+            # run only if the run is still Running now (SPEC §7: a closed run is left alone).
+            status_field = self.schema(run).run.status
+            found = self._find_run(job, [status_field])
+            if isinstance(found, Result):
+                return found
+            status = field_value(found, status_field)
+            if status != self.schema(run).run.running:
+                with self.lock:
+                    run.row.notes[FOUND_CLOSED] = status
+                return Result(Outcome.REFUSED, answer=f"run {self._run_key(run)} is no longer "
+                                                      f"{self.schema(run).run.running!r} (its status is {status!r}); "
+                                                      f"nothing changed")
+            trackor_id = found["TRACKOR_ID"]
+        else:
+            trackor_id = self._run_trackor_id(job)
+            if isinstance(trackor_id, Result):
+                return trackor_id
         try:
             self.api.update(trackor_id, run.row.final.fields)
         except CallFailed as failed:
@@ -523,19 +541,26 @@ class Engine:
         run = job.run
         if run.row.trackor_id:
             return run.row.trackor_id
+        found = self._find_run(job, ["TRACKOR_KEY"])
+        return found if isinstance(found, Result) else found["TRACKOR_ID"]
+
+    def _find_run(self, job: Job, fields):
+        """The run's trackor in OneVizion (these fields), read by its exact key; a Result when the
+        read failed or found none (refused: the run does not exist there)."""
+        run = job.run
         schema = self.schema(run)
+        key = self._run_key(run)
         try:
-            found = self.api.find(schema.run.trackor_type, {"TRACKOR_KEY": exact(self._run_key(run))},
-                                  ["TRACKOR_KEY"])
+            rows = self.api.find(schema.run.trackor_type, {"TRACKOR_KEY": exact(key)}, fields)
         except CallFailed as failed:
             return self._failed(job, failed.answer)
-        if not found:
-            answer = Answer(Kind.REFUSED, 404, f"no {schema.run.trackor_type} with key {self._run_key(run)} in "
-                                               f"OneVizion")
-            return self._failed(job, answer)
+        row = next((r for r in rows if field_value(r, "TRACKOR_KEY") == key), None)
+        if row is None:
+            return self._failed(job, Answer(Kind.REFUSED, 404, f"no {schema.run.trackor_type} with key {key} in "
+                                                               f"OneVizion"))
         with self.lock:
-            run.row.trackor_id = found[0]["TRACKOR_ID"]
-        return run.row.trackor_id
+            run.row.trackor_id = row["TRACKOR_ID"]
+        return row
 
     # -- one create, idempotent --------------------------------------------------------------------------
 

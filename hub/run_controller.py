@@ -12,6 +12,7 @@ from hub import cli, context, lookups
 from hub import vocabulary as V
 from hub.adding_log import backlog, delivery_seconds
 from hub.answers import Kind
+from hub.delivery import FOUND_CLOSED, ONLY_IF_RUNNING
 from hub.errors import DisabledError, NotFoundError, UnreachableError
 from hub.run import checkbox, new_run_key
 from hub.schema import field_value
@@ -67,18 +68,22 @@ def stop(ctx: context.Context, args) -> int:
     if local is not None and local.final.fields is not None and not args.force:
         raise NotFoundError(f"run {run_key} was already closed ({local.final.fields.get(s.run.status)!r}, waiting "
                             f"in the local journal); nothing changed (--force rewrites it)")
+    # Its status could not be read now: the final status goes only if the run is still Running
+    # when it does (read again just before), in this invocation or a later one.
+    notes = {ONLY_IF_RUNNING: True} if remote is None and not args.force else {}
     if local is not None and not ctx.owner.alive(local.owner):
         # Its create (or more) still waits in the journal: take it over, the final status goes after.
         if ctx.adopt_orphans(keys=[run_key]):
             with ctx.engine.lock:
                 run = ctx.engine.run(run_key)
                 run.row.final = Step(fields, ItemState.PENDING)
+                run.row.notes.update(notes)
             ctx.journal.put_run(run.row)
             return deliver(ctx, run, what=f"the status of run {run_key}", add=False)
     row = RunRow(run_key=run_key, installation=ctx.installation.identity(), integration_key=args.integration_id,
                  origin=Origin.KNOWN, settings=ctx.settings(), started_at=time.time(), owner=ctx.owner.id,
                  last_activity=time.time(), trackor_id=remote.trackor_id if remote else None,
-                 final=Step(fields, ItemState.PENDING))
+                 final=Step(fields, ItemState.PENDING), notes=notes)
     if local is None:
         ctx.journal.put_run(row)
     code = deliver(ctx, RunProgress(row), what=f"the status of run {run_key}")
@@ -122,6 +127,18 @@ def deliver(ctx: context.Context, run: RunProgress, what: str, add: bool = True)
     if add:
         engine.add(run)
     engine.wait([run.key], delivery_seconds())
+    with engine.lock:
+        closed = run.row.notes.get(FOUND_CLOSED)
+        if closed is not None and run.row.final.refused:
+            run.row.final = Step()     # asked of a run that was closed meanwhile: nothing to deliver
+    if closed is not None:
+        if not run.owed_records() and not run.refused_items() and not run.row.create.owed:
+            ctx.journal.discard_run(run.key)
+        else:
+            ctx.journal.put_run(run.row)
+        ctx.journal.flush(force=True)
+        raise NotFoundError(f"run {run.key} is not {ctx.schema.run.running!r} (its status is {closed!r}); nothing "
+                            f"changed (--force rewrites it)")
     with engine.lock:
         refused = run.refused_items()
         owed = [name for name, step in (("the run's create", run.row.create), ("Last Run", run.row.last_run),

@@ -12,9 +12,13 @@ from hub.errors import NotFoundError, UsageError
 from hub.state import ItemState, Origin
 
 
+LOOSE_PREFIX = "loose-"   # the key --status shows for a record still waiting to be told its run
+
+
 def show(ctx: Context) -> int:
     """One block per run of this installation: key, integration, state, what it owes, what was
-    refused and why, age; then how many rows belong to other installations."""
+    refused and why, age; then the records still to be told their run; then how many rows
+    belong to other installations."""
     journal, now = ctx.journal, time.time()
     if journal.db is None:
         print(f"the journal cannot be read now: {journal.condition}; what it holds stays in it (not shown)")
@@ -22,28 +26,7 @@ def show(ctx: Context) -> int:
     owed_any = refused_any = False
     runs = journal.runs()
     for row in runs:
-        records = journal.records(row.run_key)
-        owed = [r for r in records if r.state in (ItemState.PENDING, ItemState.CREATED)]
-        refused = [r for r in records if r.state is ItemState.REFUSED]
-        raw = _raw_bytes(ctx, row.run_key)
-        items = []
-        if owed:
-            items.append(f"{len(owed)} record{'s' if len(owed) != 1 else ''}")
-        if raw:
-            items.append(f"{raw} bytes of output not yet made into records")
-        for name, step in (("the run's create", row.create), ("Last Run", row.last_run),
-                           ("the final status", row.final)):
-            if step.owed:
-                items.append(name)
-        if row.run_file is not None and row.run_file_state is ItemState.PENDING:
-            items.append("the run's file")
-        refusals = [(f"record {r.log_key}", r.answer) for r in refused]
-        for name, step in (("the run's create", row.create), ("Last Run", row.last_run),
-                           ("the final status", row.final)):
-            if step.refused:
-                refusals.append((name, step.answer))
-        if row.run_file is not None and row.run_file_state is ItemState.REFUSED:
-            refusals.append((f"the run's file {row.run_file[1]}", row.run_file_answer))
+        items, refusals = _run_owes(ctx, row)
         owed_any = owed_any or bool(items)
         refused_any = refused_any or bool(refusals)
         print(f"{row.run_key}  integration {row.integration_key}  {_state(ctx, row)}  "
@@ -53,12 +36,12 @@ def show(ctx: Context) -> int:
             print(f"    refused: {what}: {answer}")
     for loose in journal.loose():
         owed_any = True
-        print(f"a record for integration {loose['integration_key']} journaled {_age(now - loose['at'])} ago, "
-              f"waiting for OneVizion to tell its run")
+        print(f"{LOOSE_PREFIX}{loose['id']}  a record for integration {loose['integration_key']} journaled "
+              f"{_age(now - loose['at'])} ago, waiting for OneVizion to tell its run")
     for loose in journal.loose(refused=True):
         refused_any = True
-        print(f"a record for integration {loose['integration_key']} (suffix {loose['log_suffix']}) is refused: "
-              f"{loose['answer']}")
+        print(f"{LOOSE_PREFIX}{loose['id']}  a record for integration {loose['integration_key']} "
+              f"(suffix {loose['log_suffix']}) is refused: {loose['answer']}")
     others = journal.other_installations()
     if not runs and not owed_any and not refused_any:
         print("the journal owes this installation nothing")
@@ -72,9 +55,42 @@ def show(ctx: Context) -> int:
     return V.EXIT_JOURNALED if owed_any else V.EXIT_OK
 
 
+def _run_owes(ctx: Context, row):
+    """What one run still owes (phrases) and what OneVizion refused of it ((what, answer) pairs)."""
+    records = ctx.journal.records(row.run_key)
+    owed = [r for r in records if r.state in (ItemState.PENDING, ItemState.CREATED)]
+    refused = [r for r in records if r.state is ItemState.REFUSED]
+    raw = _raw_bytes(ctx, row.run_key)
+    items = []
+    if owed:
+        items.append(f"{len(owed)} record{'s' if len(owed) != 1 else ''}")
+    if raw:
+        items.append(f"{raw} bytes of output not yet made into records")
+    steps = (("the run's create", row.create), ("Last Run", row.last_run), ("the final status", row.final))
+    items += [name for name, step in steps if step.owed]
+    if row.run_file is not None and row.run_file_state is ItemState.PENDING:
+        items.append("the run's file")
+    refusals = [(f"record {r.log_key}", r.answer) for r in refused]
+    refusals += [(name, step.answer) for name, step in steps if step.refused]
+    if row.run_file is not None and row.run_file_state is ItemState.REFUSED:
+        refusals.append((f"the run's file {row.run_file[1]}", row.run_file_answer))
+    return items, refusals
+
+
 def discard(ctx: Context, key: str) -> int:
-    """Drop a run (with all it owes) or one record from the journal for good."""
+    """Drop a run (with all it owes), one record, or one record still waiting for its run
+    (loose-N, as --status shows it) from the journal for good."""
     journal = ctx.journal
+    if key.startswith(LOOSE_PREFIX) and key[len(LOOSE_PREFIX):].isdigit():
+        loose_id = int(key[len(LOOSE_PREFIX):])
+        for loose in journal.loose() + journal.loose(refused=True):
+            if loose["id"] == loose_id:
+                journal.drop_loose(loose_id)
+                journal.flush(force=True)
+                ctx.log.warning("--discard: the journaled record %s of integration %s dropped (%s)", key,
+                                loose["integration_key"], loose["answer"] or "waiting for its run")
+                print(f"discarded record {key}")
+                return V.EXIT_OK
     row = journal.run(key)
     if row is not None:
         if ctx.owner.alive(row.owner):

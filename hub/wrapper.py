@@ -174,11 +174,18 @@ def look_up(ctx: context.Context, entries) -> Dict[str, Union[Integration, HubEr
                            control_process=field_value(row, s.control_process) or "",
                            read_stdout=checkbox(field_value(row, s.read_from_stdout)))
 
+    # The first lookup goes alone: credentials refused then stop everything after one 401 (the
+    # client sends nothing more with them), not after one per request already in flight.
+    first = one(entries[0]) if entries else None
+    if isinstance(first, HubError) and first.exit_code == V.EXIT_UNREACHABLE:
+        raise first
     with ThreadPoolExecutor(max_workers=min(LOOKUPS_AT_ONCE, max(1, len(entries))) + 2) as pool:
         mapping = [pool.submit(check_mapping, ctx, section) for section in ("run", "log")]
         pool.submit(ctx.timezone_name)   # PrimaryTimezone, asked beside the lookups rather than after
-        results = dict(zip((e.name for e in entries), pool.map(one, entries)))
+        results = dict(zip((e.name for e in entries[1:]), pool.map(one, entries[1:])))
         problems = [future.result() for future in mapping]
+    if entries:
+        results = {entries[0].name: first, **results}
     for result in list(results.values()) + problems:
         if isinstance(result, HubError) and result.exit_code == V.EXIT_UNREACHABLE:
             raise result   # no child starts when OneVizion cannot be reached or refuses us
@@ -321,6 +328,13 @@ def replay(ctx: context.Context, idle_seconds: float, retry_refused: bool) -> in
                 owed_statuses += run_statuses
                 refused += len(run_refused)
                 code = max(code, verdict(True, None, run_refused, run_records, run_statuses).exit_code)
+    # Records still waiting to be told their run are owed (or refused) like any other.
+    loose_owed, loose_refused = len(ctx.journal.loose()), len(ctx.journal.loose(refused=True))
+    owed_records, refused = owed_records + loose_owed, refused + loose_refused
+    if loose_refused:
+        code = max(code, V.EXIT_REFUSED)
+    elif loose_owed:
+        code = max(code, V.EXIT_JOURNALED)
     print(f"replay: delivered {delivered} records and {statuses} final statuses; {owed_records + refused} records "
           f"and {owed_statuses} statuses remain"
           + (f" ({refused} refused by OneVizion: see --status; --replay --retry-refused tries them again)"

@@ -222,6 +222,40 @@ def test_stop_r_on_a_closed_run_exits_4_naming_its_status_and_changes_nothing_un
     assert hub.runs("INT-1")[0]["IR_STATUS"] == "Executed without Warnings"
 
 
+def test_stop_r_whose_run_cannot_be_read_closes_it_only_if_still_running(hub):
+    """The lookup of -r is answered 503: the stop is kept, and the run's status is read again just
+    before the final status goes. Closed meanwhile: exit 4 naming its status, nothing changed."""
+    run_key = start(hub)
+    stop = ["IntegrationWrapperRunController.py", "-i", "INT-1", "-t", "stop", "-r", run_key]
+    assert hub.script(*stop, "-e", "1").returncode == 0
+    [closed] = hub.runs("INT-1")
+    hub.sandbox.add_rule(times=1, status=503, body="Service Unavailable", **RUN_LOOKUP)
+    hub.sandbox.reset_stats()
+    again = hub.script(*stop, "-e", "0")
+    assert again.returncode == 4, again.stderr
+    assert "'Executed with Warnings'" in again.stderr and "nothing changed" in again.stderr
+    assert hub.runs("INT-1") == [closed] and hub.sandbox.stats()["update"] == 0
+    assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)
+
+
+def test_a_deferred_stop_of_a_run_closed_meanwhile_is_kept_as_refused_not_sent(hub, capsys):
+    run_key = start(hub)
+    hub.sandbox.set_faults(down_for_s=60)
+    stopped = hub.script("IntegrationWrapperRunController.py", "-i", "INT-1", "-t", "stop", "-r", run_key, "-e", "1")
+    assert stopped.returncode == 75, stopped.stderr
+    hub.sandbox.clear_faults()
+    [run] = hub.runs("INT-1")
+    import requests
+    closed = requests.put(f"{hub.sandbox.url}/api/v3/trackors/{run['TRACKOR_ID']}", auth=hub.auth,
+                          json={"IR_STATUS": "Executed without Warnings"}, timeout=10)
+    assert closed.status_code == 200
+    code, out = main(hub, capsys, "--replay")
+    assert code == 6, out
+    assert hub.runs("INT-1")[0]["IR_STATUS"] == "Executed without Warnings"
+    code, out = main(hub, capsys, "--status")
+    assert code == 6 and "is no longer 'Running'" in out
+
+
 # -- AddingLog and a run the journal still owes ----------------------------------------------------------
 
 def test_a_childs_record_waits_for_its_run_whose_create_is_still_owed(hub, capsys, repo_root):
@@ -269,6 +303,37 @@ def test_offline_without_r_the_record_lands_later_on_the_run_that_was_running_th
     assert main(hub, capsys, "--replay")[0] == 0
     assert messages(hub, then) == ["written while down"] and messages(hub, later) == []
     assert journal(hub, "SELECT * FROM loose") == []
+
+
+def test_a_record_still_waiting_for_its_run_counts_in_replay_and_can_be_discarded(hub, capsys):
+    hub.sandbox.set_faults(down_for_s=60)
+    assert add_log(hub, "-m", "no run to be found").returncode == 75
+    hub.sandbox.clear_faults()
+    hub.sandbox.add_rule(status=503, body="Service Unavailable", **RUN_LOOKUP)   # it still cannot be told
+    code, said = main(hub, capsys, "--replay")
+    assert code == 75 and "1 records and 0 statuses remain" in said, said
+    hub.sandbox.clear_rules()
+    code, said = main(hub, capsys, "--replay")            # no run was Running then: refused
+    assert code == 6 and "1 refused" in said, said
+    code, said = main(hub, capsys, "--status")
+    [key] = [word for word in said.split() if word.startswith("loose-")]
+    assert code == 6 and "is refused: no run of integration INT-1 was Running" in said
+    code, said = main(hub, capsys, "--discard", key)
+    assert code == 0 and f"discarded record {key}" in said
+    assert main(hub, capsys, "--status")[0] == 0
+    assert journal(hub, "SELECT * FROM loose") == []
+
+
+def test_records_waiting_for_their_run_stop_asking_after_a_401_and_say_so(hub, capsys):
+    hub.sandbox.set_faults(down_for_s=60)
+    for n in range(3):
+        assert add_log(hub, "-m", f"waiting {n}").returncode == 75
+    hub.sandbox.clear_faults()
+    hub.sandbox.add_rule(status=401, body="locked")
+    hub.sandbox.reset_stats()
+    code, said = main(hub, capsys, "--replay")
+    assert code == 75 and "refused the credentials" in said and "3 records and 0 statuses remain" in said, said
+    assert hub.sandbox.stats()["ruled"] == 1        # one 401, not one per record
 
 
 def journal_backlog(hub, run_key, count):
