@@ -306,8 +306,10 @@ class RunProgress:
     def _parse_wanted(self, records_wanted: int) -> bool:
         if not self.spool.has_unparsed(self.row.parse.next_chunk):
             return False
+        # Every record made and not yet delivered counts, backing-off ones too: while OneVizion
+        # fails, output stays raw in the spool (on disk) instead of growing as records in memory.
         in_flight_records = sum(1 for t in self.in_flight if t not in _RUN_TOKENS)
-        return len(self.ready) + in_flight_records < records_wanted
+        return len(self.ready) + len(self.waiting) + len(self.files) + in_flight_records < records_wanted
 
     def _final_ready(self) -> bool:
         row = self.row

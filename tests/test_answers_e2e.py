@@ -266,6 +266,19 @@ def test_a_lookup_that_fails_starts_no_child_and_exits_with_its_code(hub, capsys
     assert not marker.exists() and hub.runs(key) == [] and hub.journal_rows("runs") == 0
 
 
+def test_credentials_refused_cost_one_401_however_many_integrations(hub, capsys):
+    # Accounts get locked after a few failed logins: the lookups must not each try.
+    names = [f"Many{n}" for n in range(6)]
+    for name in names:
+        hub.add_integration(name)
+    path = hub.integrations_file(*({"IntegrationName": name, "ExecutablePath": "true", "Shell": True}
+                                   for name in names))
+    hub.sandbox.add_rule(status=401, body="User is locked")
+    assert hub.wrapper(path) == 3
+    assert "refused the credentials" in capsys.readouterr().err
+    assert hub.sandbox.rules()[0]["matched"] == 1
+
+
 def test_a_lookup_gives_up_within_its_bound_against_a_trickling_server(hub, capsys, monkeypatch):
     """A server that trickles a byte a second: each attempt ends at the request's total deadline,
     so the lookup, retries included, ends within LOOKUP_ATTEMPTS deadlines and its backoffs."""

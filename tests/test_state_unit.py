@@ -97,6 +97,18 @@ def test_parsing_stops_while_enough_records_wait():
     assert JobKind.PARSE in kinds(jobs(run, wanted=8))
 
 
+def test_records_backing_off_hold_parsing_back_too():
+    # While OneVizion fails, output stays raw in the spool rather than growing as records in memory.
+    run = progress(run_row(create=ItemState.DELIVERED, last_run=ItemState.DELIVERED),
+                   [record(n) for n in (1, 2, 3)], unparsed=True)
+    for job in [j for j in jobs(run, wanted=0) if j.kind is JobKind.CREATE_RECORD]:
+        run.retry[job.token].not_before = NOW + 10     # the engine's backoff
+        done(run, job, Outcome.RETRY)
+    assert len(run.waiting) == 3 and not run.ready
+    assert JobKind.PARSE not in kinds(jobs(run, wanted=3))
+    assert JobKind.PARSE in kinds(jobs(run, wanted=4))
+
+
 def test_a_created_records_file_goes_after_the_records_waiting():
     run = progress(run_row(create=ItemState.DELIVERED, last_run=ItemState.DELIVERED),
                    [record(1, ItemState.CREATED, "/tmp/a"), record(2)])
