@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 from hub import cli, context, lookups
 from hub import vocabulary as V
+from hub.answers import Kind
 from hub.errors import NotFoundError, UnreachableError, UsageError
 from hub.state import ItemState, Origin, RecordRow, RunProgress, RunRow, verdict
 
@@ -46,7 +47,7 @@ def add_log(ctx: context.Context, args) -> int:
         if refusal:
             raise UsageError(f"-f {args.file}: {refusal}; nothing was sent")
     fields = record_fields(ctx, args, now)
-    suffix = f"X{int(now * 1000):x}{os.urandom(2).hex()}"
+    suffix = f"X{int(now * 1000):x}{os.urandom(4).hex()}"
     target = target_run(ctx, args)
     if target is None:   # OneVizion unreachable and nothing local: the run that is Running now, later
         try:
@@ -98,7 +99,7 @@ def target_run(ctx: context.Context, args):
         try:
             remote = lookups.run_by_key(ctx, args.run_id)
         except lookups.CallFailed as failed:
-            if failed.answer.kind.value in ("transient", "server error"):
+            if failed.answer.kind in (Kind.TRANSIENT, Kind.SERVER_ERROR):
                 return args.run_id, None      # trust -r: the record waits for OneVizion
             raise ctx.lookup_error(failed) from None
         if remote is None:
@@ -116,14 +117,14 @@ def target_run(ctx: context.Context, args):
                 if remote is not None and remote.integration_key == integration:
                     return hinted, remote
             except lookups.CallFailed as failed:
-                if failed.answer.kind.value not in ("transient", "server error"):
+                if failed.answer.kind not in (Kind.TRANSIENT, Kind.SERVER_ERROR):
                     raise ctx.lookup_error(failed) from None
                 unreachable = True
     if not unreachable:
         try:
             remote = lookups.latest_running_run(ctx, integration)
         except lookups.CallFailed as failed:
-            if failed.answer.kind.value not in ("transient", "server error"):
+            if failed.answer.kind not in (Kind.TRANSIENT, Kind.SERVER_ERROR):
                 raise ctx.lookup_error(failed) from None
             unreachable = True
         else:

@@ -16,12 +16,12 @@ from typing import Callable, List, Optional
 from hub import answers, cli, config, console as console_mod, vocabulary as V, wrapper_log
 from hub.errors import HubError, UnreachableError, UsageError
 from hub.journal import Conditions, Journal, Owner
+from hub.retry import call_with_retries
 from hub.schema import field_value, schema_as_dict
 from hub.state import ItemState, Origin, RunProgress
 
 TIMEZONE_CACHE = "timezone.json"
 TIMEZONE_DAYS = 1
-LOOKUP_ATTEMPTS = 3
 
 
 def prepare_log_dir(folder: str) -> str:
@@ -177,8 +177,13 @@ class Context:
             with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
                 json.dump(cache, handle)
             os.replace(temporary, path)
-        except OSError:
-            pass   # remembering is an optimisation: next time asks again
+        except OSError as exc:
+            # Remembering is an optimisation (next time asks again); a half-written copy is not left.
+            self.log.info("the PrimaryTimezone could not be remembered in %s: %s", path, exc)
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
         self.log.info("date-times are written in the installation's PrimaryTimezone, %s", zone)
         return zone
 
@@ -191,18 +196,11 @@ class Context:
     def lookup(self, function, *args, **kwargs):
         """A call the script waits for: a few quick retries when OneVizion fails transiently,
         none when it refuses; every failure becomes a HubError with its exit code."""
-        from hub.answers import Kind
         from hub.api import CallFailed
-        backoff = float(os.environ.get("HUB_BACKOFF_BASE", "0.5"))
-        for attempt in range(LOOKUP_ATTEMPTS):
-            try:
-                return function(*args, **kwargs)
-            except CallFailed as failed:
-                answer = failed.answer
-                if answer.kind in (Kind.TRANSIENT, Kind.SERVER_ERROR) and attempt < LOOKUP_ATTEMPTS - 1:
-                    time.sleep(min(5.0, backoff * (2 ** attempt)))
-                    continue
-                raise self.lookup_error(failed) from None
+        try:
+            return call_with_retries(function, *args, base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")), **kwargs)
+        except CallFailed as failed:
+            raise self.lookup_error(failed) from None
 
     def lookup_error(self, failed) -> HubError:
         """The message and exit code for a read the script could not do before anything ran."""
@@ -369,6 +367,11 @@ class Context:
                 self.log.exception("while closing")
         if self._engine is not None:
             self._engine.stop()
+            if self._engine.internal_errors:
+                # A defect of the hub's own: what it concerned stays in the journal, and it is said.
+                self.console.error(f"the delivery engine met {self._engine.internal_errors} internal error(s); "
+                                   f"what they concerned stays in the journal; the hub log ({self.log_dir}) "
+                                   f"has the details")
         if self._api is not None:
             self._api.close()
         self.journal.close()

@@ -161,7 +161,13 @@ class Engine:
                 if now < self.hold_until and now - self._last_held_job < FLOOD_DUTY_SECONDS:
                     self.lock.wait(self.hold_until - now)
                     continue
-                job = self._plan()
+                try:
+                    job = self._plan()
+                except Exception:  # noqa: BLE001 - a planning bug must not end the worker (nor all of them)
+                    self.internal_errors += 1
+                    self.log.exception("the delivery engine could not plan its next job")
+                    self.lock.wait(1.0)
+                    continue
                 if job is not None and now < self.hold_until:
                     self._last_held_job = now
                 if job is None:
@@ -188,7 +194,13 @@ class Engine:
                 if job.network:
                     self.network_in_flight -= 1
                 self.busy -= 1
-                job.run.finish(job, result)
+                try:
+                    job.run.finish(job, result)
+                except Exception:  # noqa: BLE001 - the item stays owed in the journal; the worker goes on
+                    self.internal_errors += 1
+                    self.log.exception("run %s: the result of %s could not be applied", job.run.key, job.kind.value)
+                    self.lock.notify_all()
+                    continue
                 if result.outcome in (Outcome.DELIVERED, Outcome.REFUSED, Outcome.SKIPPED, Outcome.CREATED) or (
                         job.kind is JobKind.PARSE and result.records):
                     self.progress += 1
@@ -580,7 +592,7 @@ class Engine:
         except CallFailed as failed:
             if failed.answer.kind is Kind.REFUSED:
                 found = self._read_back(job, trackor_type, key)
-                if isinstance(found, Result) and found.outcome is Outcome.RETRY:
+                if isinstance(found, Result):   # the read-back could not tell (retry) or met a 401 (stop)
                     return found
                 if isinstance(found, int):
                     return self._ok(found)
@@ -689,7 +701,6 @@ class _Streaming:
             if unreported >= PROGRESS_BYTES:
                 unreported = 0
                 self.on_progress()
-
 
 
 def log_number(seq: int) -> str:

@@ -343,8 +343,7 @@ class Journal:
             except _Replaced:
                 self.db = self._connect(check)
         except Exception as exc:  # noqa: BLE001 - sorted below: damage, a condition, or neither
-            if is_damage(exc):
-                self._set_aside(exc)
+            if is_damage(exc) and self._set_aside(exc):
                 try:
                     self.db = self._connect(check)
                     return
@@ -399,7 +398,7 @@ class Journal:
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={VERSION}")
 
-    def _set_aside(self, exc: BaseException) -> None:
+    def _set_aside(self, exc: BaseException) -> bool:
         for db in (self.db, self._wdb):
             if db is not None:
                 try:
@@ -408,14 +407,22 @@ class Journal:
                     pass
         self.db = self._wdb = None
         aside = f"{self.path}.damaged-{int(time.time())}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                os.replace(self.path + suffix, aside + suffix)
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+        except OSError as failed:
+            # Left where it is: the next open meets the same damage and the journal stays in a
+            # condition (output waits in memory) rather than this raising out of a write.
+            self.log.error("the journal is damaged (%s) and could not be moved aside: %s", exc, failed)
+            self._degrade(f"the journal is damaged and could not be moved aside ({failed.strerror or failed})")
+            return False
         self.set_aside = aside
         self.reset_count += 1
         self.log.error("the journal was damaged and was moved aside to %s (it failed SQLite's integrity check: %s); "
                        "a new one was started", aside, exc)
         self.conditions.say(f"error: the journal was damaged and was moved aside to {aside}; a new one was started")
+        return True
 
     def close(self) -> None:
         """Write what waits (as far as the disk lets), stop the writer, give free pages back,
@@ -501,8 +508,8 @@ class Journal:
 
     def _recovered(self) -> None:
         if self.condition is not None:
-            self.conditions.end(self.condition, self.path)
-            self.condition = None
+            condition, self.condition = self.condition, None   # cleared first: what end() says sees it gone
+            self.conditions.end(condition, self.path)
 
     def _fault(self, exc: BaseException, db: Optional[sqlite3.Connection]) -> None:
         """A write or read failed: damage sets the file aside; anything else is a condition."""
@@ -516,8 +523,8 @@ class Journal:
                     self._degrade(f"the journal reported {exc}")
                     return
             with self.lock:
-                self._set_aside(exc)
-                self._open(check=False)
+                if self._set_aside(exc):
+                    self._open(check=False)
             return
         condition = condition_of(exc)
         if condition is None:

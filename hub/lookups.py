@@ -6,11 +6,11 @@ journal is a run)."""
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import Optional
 
 from hub.api import CallFailed, exact
+from hub.retry import call_with_retries
 from hub.context import Context
 from hub.errors import NotFoundError
 from hub.schema import field_value
@@ -39,16 +39,7 @@ def integration_by_id(ctx: Context, integration_key: str) -> dict:
 def _find(ctx: Context, *args, **kwargs):
     """ctx.api.find with the few quick retries every lookup gets on a transient answer (SPEC §5:
     a 503 is "not now", not "unreachable"); raises CallFailed when they are used up."""
-    from hub.answers import Kind
-    from hub.context import LOOKUP_ATTEMPTS
-    backoff = float(os.environ.get("HUB_BACKOFF_BASE", "0.5"))
-    for attempt in range(LOOKUP_ATTEMPTS):
-        try:
-            return ctx.api.find(*args, **kwargs)
-        except CallFailed as failed:
-            if failed.answer.kind not in (Kind.TRANSIENT, Kind.SERVER_ERROR) or attempt == LOOKUP_ATTEMPTS - 1:
-                raise
-            time.sleep(min(5.0, backoff * (2 ** attempt)))
+    return call_with_retries(ctx.api.find, *args, base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")), **kwargs)
 
 
 def run_by_key(ctx: Context, run_key: str) -> Optional[RemoteRun]:

@@ -136,3 +136,27 @@ class Throttle:
                 # One more connection per `limit` good answers: about one per round trip of all.
                 step = 1.0 if self.slow_start else 1.0 / self.limit
                 self.limit = min(float(self.high), self.limit + step)
+
+
+# A call a script waits for (a lookup before anything runs): a few quick tries on a transient
+# answer, a Retry-After honoured up to this many seconds (longer: the call fails now).
+LOOKUP_ATTEMPTS = 3
+LOOKUP_RETRY_AFTER_CAP = 10.0
+
+
+def call_with_retries(function: Callable, *args, base: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                      **kwargs):
+    """`function(*args, **kwargs)`, tried up to LOOKUP_ATTEMPTS times while it raises a
+    CallFailed whose answer is transient (or a 5xx), waiting `base * 2**attempt` (capped at
+    5 s) or the answer's Retry-After; any other failure, or the last, is raised as it is."""
+    from hub.api import CallFailed   # the boundary's exception; retry.py itself stays pure
+    for attempt in range(LOOKUP_ATTEMPTS):
+        try:
+            return function(*args, **kwargs)
+        except CallFailed as failed:
+            answer = failed.answer
+            last = attempt == LOOKUP_ATTEMPTS - 1
+            if answer.kind not in (Kind.TRANSIENT, Kind.SERVER_ERROR) or last or \
+                    (answer.retry_after or 0) > LOOKUP_RETRY_AFTER_CAP:
+                raise
+            sleep(max(min(5.0, base * (2 ** attempt)), answer.retry_after or 0.0))

@@ -84,7 +84,7 @@ class SignalState:
 
 def new_run_key(integration_key: str, at: float) -> str:
     """Unique and sortable: the Integration ID, the start time, a short random suffix."""
-    return f"{integration_key}-{time.strftime('%Y%m%d%H%M%S', time.localtime(at))}-{os.urandom(2).hex()}"
+    return f"{integration_key}-{time.strftime('%Y%m%d%H%M%S', time.localtime(at))}-{os.urandom(4).hex()}"
 
 
 def checkbox(value) -> bool:
@@ -190,6 +190,7 @@ def _supervise(ctx, entry, integration, argv, cwd, env, options, signals) -> Run
         outcome.exit_code == 0 and not outcome.timed_out and outcome.stopped_by is None))
     if problem:
         spool.note(V.WARNING if ok else V.ERROR, problem[:1].upper() + problem[1:])
+    spool.retry_now()      # a condition that has cleared ends now, not "still"
     trouble = storage_trouble(ctx, started, spool)
     if trouble:
         spool.note(V.WARNING, trouble)
@@ -216,7 +217,7 @@ def storage_trouble(ctx: Context, started: float, spool) -> Optional[str]:
     parts = []
     for what, since, until in spans:
         length = (until or time.time()) - since
-        parts.append(f"{what} from {ctx.now_text(since)} for {length:.0f} s" + ("" if until else " (still)"))
+        parts.append(f"{what} from {ctx.now_text(since)} for {length:.0f} s" + ("" if until else " (still at the end of the run)"))
     text = "The hub's local storage was in trouble during this run: " + "; ".join(parts) if parts else \
         "The hub's local storage was in trouble during this run"
     text += ". Output waited in memory and was delivered from there"

@@ -274,6 +274,13 @@ class Spool:
             chunk.data = None
         self.lock.notify_all()
 
+    def retry_now(self) -> None:
+        """Try the disk again at once for what waits in memory (the run is ending: its Warning
+        must not call a condition that has cleared "still")."""
+        with self.lock:
+            self._next_try = 0.0
+            self._retry_disk()
+
     # -- the parser's side -----------------------------------------------------------------------------
 
     def has_unparsed(self, next_number: int) -> bool:
@@ -336,7 +343,3 @@ class Spool:
             self.chunks.clear()
             self.memory_bytes = 0
         shutil.rmtree(self.folder, ignore_errors=True)
-
-    def disk_bytes(self) -> int:
-        with self.lock:
-            return sum(s.size for s in self.segments)

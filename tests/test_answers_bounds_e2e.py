@@ -70,7 +70,7 @@ def test_headers_trickled_a_byte_a_second_are_a_timeout_too(hub):
 def test_the_default_lookup_gives_up_well_within_two_minutes():
     """Retries included: LOOKUP_ATTEMPTS total deadlines and the backoffs between them."""
     from hub.api import REQUEST_SECONDS
-    from hub.context import LOOKUP_ATTEMPTS
+    from hub.retry import LOOKUP_ATTEMPTS
     backoffs = sum(min(5.0, 0.5 * 2 ** attempt) for attempt in range(LOOKUP_ATTEMPTS - 1))
     assert LOOKUP_ATTEMPTS * REQUEST_SECONDS + backoffs < 120
 

@@ -283,7 +283,7 @@ def test_a_lookup_gives_up_within_its_bound_against_a_trickling_server(hub, caps
     """A server that trickles a byte a second: each attempt ends at the request's total deadline,
     so the lookup, retries included, ends within LOOKUP_ATTEMPTS deadlines and its backoffs."""
     import time
-    from hub.context import LOOKUP_ATTEMPTS
+    from hub.retry import LOOKUP_ATTEMPTS
     monkeypatch.setenv("HUB_REQUEST_SECONDS", "1.5")
     hub.sandbox.add_rule(**LOOKUP, body_size=4000, trickle_bytes_per_s=1, content_type="application/json")
     started = time.monotonic()

@@ -6,13 +6,10 @@ what the Log records read instead.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import REPO_ROOT
 from tests.hubtest import fixture_command
 
 REPLACEMENT = "\ufffd"

@@ -20,7 +20,7 @@ from hub.journal import Conditions, Journal
 from hub.records import RecordMaker
 from hub.retry import Backoff, RetryPolicy, Throttle
 from hub.spool import STDOUT, Spool
-from hub.state import ItemState, Origin, ParseState, RecordRow, RunProgress, RunRow, Step
+from hub.state import ItemState, JobKind, Origin, ParseState, RecordRow, RunProgress, RunRow, Step
 from hub.uploads import UploadPolicy
 
 INSTALLATION = "http://onevizion.test|hub.admin"
@@ -308,6 +308,32 @@ def test_a_job_that_raises_fails_alone_and_the_worker_goes_on(journal, tmp_path,
     assert engine.internal_errors == 1 and api.lines("INT-1-run") == ["a", "b", "c"]
     assert "create record failed with an internal error" in caplog.text and "RuntimeError: boom" in caplog.text
     assert engine.say == []
+
+
+def test_a_planning_or_bookkeeping_fault_does_not_end_the_workers(journal, tmp_path, make_engine, caplog):
+    engine = make_engine(FakeOneVizion(), workers=1)
+    faults = {"_plan": 1, "finish": 1}
+    plan = engine._plan
+
+    def failing_plan():
+        if faults["_plan"]:
+            faults["_plan"] -= 1
+            raise RuntimeError("plan bug")
+        return plan()
+    engine._plan = failing_plan
+    run = wrapper_run(journal, tmp_path)
+    finish = run.finish
+
+    def failing_finish(job, result):
+        finish(job, result)
+        if faults["finish"] and job.kind is JobKind.PARSE:
+            faults["finish"] -= 1
+            raise RuntimeError("finish bug")
+    run.finish = failing_finish
+    assert deliver(engine, run)           # one worker: it outlived both faults
+    assert faults == {"_plan": 0, "finish": 0} and engine.internal_errors == 2
+    assert engine.api.lines("INT-1-run") == ["a", "b", "c"]
+    assert "could not plan its next job" in caplog.text and "could not be applied" in caplog.text
 
 
 def test_a_job_that_keeps_raising_is_refused_with_what_it_raised(journal, tmp_path, make_engine):

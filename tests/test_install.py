@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.request
 
 import pytest

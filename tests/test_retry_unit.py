@@ -158,3 +158,50 @@ def test_a_shorter_retry_after_does_not_end_a_longer_pause():
 @pytest.mark.parametrize("start, limit", [(0, 1), (1, 1), (8, 8), (99, 16)])
 def test_the_starting_limit_is_kept_between_one_and_sixteen(start, limit):
     assert Throttle(start=start, clock=Clock()).limit == limit
+
+
+# -- a lookup the script waits for ------------------------------------------------------------------
+
+def failing_then(answers_in_order, value="found"):
+    """A call that raises CallFailed with each answer in turn, then returns `value`."""
+    from hub.api import CallFailed
+    pending = list(answers_in_order)
+    calls = []
+
+    def call(*args, **kwargs):
+        calls.append((args, kwargs))
+        if pending:
+            raise CallFailed(pending.pop(0), "GET /api/v3/...")
+        return value
+    return call, calls
+
+
+def test_a_lookup_retries_transient_answers_and_honours_retry_after():
+    from hub.retry import call_with_retries
+    slept = []
+    call, calls = failing_then([Answer(Kind.TRANSIENT, 503, "busy", retry_after=3.0),
+                                Answer(Kind.SERVER_ERROR, 500, "oops")])
+    assert call_with_retries(call, "Integration", base=0.5, sleep=slept.append, fields=["X"]) == "found"
+    assert slept == [3.0, 1.0] and calls[0] == (("Integration",), {"fields": ["X"]})
+
+
+@pytest.mark.parametrize("answer", [Answer(Kind.REFUSED, 403, "no"), Answer(Kind.CREDENTIALS, 401, "no"),
+                                    Answer(Kind.TRANSIENT, 429, "later", retry_after=3600.0)])
+def test_a_lookup_is_not_retried_when_refused_or_told_to_wait_too_long(answer):
+    from hub.api import CallFailed
+    from hub.retry import call_with_retries
+    slept = []
+    call, calls = failing_then([answer])
+    with pytest.raises(CallFailed):
+        call_with_retries(call, sleep=slept.append)
+    assert len(calls) == 1 and slept == []
+
+
+def test_a_lookup_gives_up_after_its_attempts():
+    from hub.api import CallFailed
+    from hub.retry import LOOKUP_ATTEMPTS, call_with_retries
+    slept = []
+    call, calls = failing_then([Answer(Kind.TRANSIENT, None, "reset")] * 10)
+    with pytest.raises(CallFailed):
+        call_with_retries(call, base=0.5, sleep=slept.append)
+    assert len(calls) == LOOKUP_ATTEMPTS and slept == [0.5, 1.0]

@@ -1,7 +1,5 @@
 """Answers on demand (sandbox.rules) over real HTTP: every kind of answer of SPEC §5's table."""
 
-import json
-import os
 import re
 import signal
 import socket
