@@ -389,8 +389,11 @@ class Engine:
                 rows = self.api.find(schema.log.trackor_type,
                                      {f"{schema.run.trackor_type}.TRACKOR_KEY": exact(self._run_key(run))},
                                      ["TRACKOR_KEY"], page=page, per_page=SYNC_PAGE)
+                before = len(found)
                 found.update(field_value(r, "TRACKOR_KEY") for r in rows)
-                if len(rows) < SYNC_PAGE:
+                # A short page ends it; so does one with nothing new (a server that ignores `page`
+                # would otherwise be read forever).
+                if len(rows) < SYNC_PAGE or len(found) == before:
                     break
                 page += 1
         except CallFailed as failed:
