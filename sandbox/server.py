@@ -63,6 +63,13 @@ class SandboxServer(ThreadingHTTPServer):
         self.credentials, self.verbose = credentials, verbose
         self.connections, self.connections_lock = set(), threading.Lock()
 
+    def server_activate(self):
+        super().server_activate()
+        # serve_forever accepts only after select() says a connection waits; non-blocking, an
+        # accept that finds none after all (the client gave up in between) returns instead of
+        # blocking the loop, and with it shutdown(), for good.
+        self.socket.setblocking(False)
+
     def close_connections(self):
         """Shut every open keep-alive connection so its handler thread ends."""
         with self.connections_lock:

@@ -69,7 +69,12 @@ class RawServer:
             body += conn.recv(65536) or b"x" * length
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)   # wakes the thread blocked in accept()
+        except OSError:
+            pass
         self.sock.close()
+        self.thread.join(timeout=5)
 
 
 def test_a_port_nobody_listens_on_is_connection_refused_and_nothing_was_sent(tmp_path):

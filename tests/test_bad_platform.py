@@ -201,13 +201,16 @@ def test_wrong_port_that_is_not_http_exits_3(hub, tmp_path):
                 return
             conn.close()
 
-    threading.Thread(target=slam, daemon=True).start()
+    slammer = threading.Thread(target=slam, daemon=True)
+    slammer.start()
     try:
         url = "http://127.0.0.1:%d" % listener.getsockname()[1]
         done = run_wrapper(hub, pw(tmp_path, url), tmp_path)
     finally:
         stop.set()
+        listener.shutdown(socket.SHUT_RDWR)   # wakes the thread blocked in accept()
         listener.close()
+        slammer.join(timeout=5)
     check(done, 3, ["cannot reach OneVizion at 127.0.0.1:"])
 
 
