@@ -523,7 +523,7 @@ def check_values(report: Report, schema, section: str, mapped: Dict[str, dict]) 
 
 def check_timezone(ctx, report: Report) -> None:
     """Passwords.json's Timezone against PrimaryTimezone (read fresh, not from the log folder's cache)."""
-    from dateutil import tz
+    from hub.zones import known
     given = ctx.installation.timezone_name
     machine = f"the machine's zone ({datetime.datetime.now().astimezone().tzname()})"
     try:
@@ -535,7 +535,7 @@ def check_timezone(ctx, report: Report) -> None:
                     "make sure Timezone in Passwords.json is the installation's zone" if given
                     else "set Timezone in Passwords.json to the installation's zone")
         return
-    if not zone or tz.gettz(zone) is None:
+    if not known(zone):
         report.warn(f"PrimaryTimezone {zone!r} is not a time zone this machine knows: date-times will be written in "
                     + (f"{given} (Timezone of Passwords.json)" if given else machine),
                     "set Timezone in Passwords.json to the installation's zone (an IANA name)")

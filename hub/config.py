@@ -74,7 +74,11 @@ class Installation:
     def tzinfo(self) -> datetime.tzinfo:
         """The zone named by Timezone, else the machine's local zone."""
         from hub.zones import zone
-        return zone(self.timezone_name)
+        named = zone(self.timezone_name)
+        if named is not None:
+            return named
+        from dateutil import tz
+        return tz.tzlocal()
 
     def secrets(self) -> Tuple[str, ...]:
         """Every secret value, so that logs and messages can redact them."""
@@ -174,11 +178,8 @@ def _check_url(url: str, where: str) -> str:
 def _check_timezone(name: Optional[str], where: str) -> Optional[str]:
     if name is None:
         return None
-    from dateutil import tz   # imported here: most Passwords.json files name no Timezone
-    # gettz also takes file paths and POSIX TZ strings such as "XYZ3"; only IANA names
-    # are meant here, so those are refused as well.
-    zone = None if name.startswith(("/", ".")) else tz.gettz(name)
-    if zone is None or isinstance(zone, tz.tzstr):
+    from hub.zones import known
+    if not known(name):   # IANA names only: a file path or a POSIX TZ string is refused too
         guess = _timezone_guess(name)
         hint = ' (did you mean "%s"?)' % guess if guess else ', e.g. "America/New_York"'
         raise UsageError('%s.Timezone: "%s" is not a known IANA time zone%s' % (where, name, hint))

@@ -165,8 +165,8 @@ class Context:
             self.log.warning("PrimaryTimezone could not be read (%s); date-times are written in the machine's zone",
                              failed.answer.describe())
             return None
-        from dateutil import tz
-        if not zone or tz.gettz(zone) is None:
+        from hub.zones import known
+        if not known(zone):
             self.log.warning("PrimaryTimezone %r is not a zone the hub knows; date-times are written in the "
                              "machine's zone", zone)
             return None

@@ -35,7 +35,7 @@ EXIT_USAGE = 2  # hub.vocabulary.EXIT_USAGE; not imported, since vocabulary need
 # provides it). The same packages as requirements.txt; tests/test_install.py keeps the three
 # (these, requirements.txt, the imports of hub/) in step.
 REQUIRED = (
-    ("dateutil.tz", "python-dateutil"),
+    ("dateutil", "python-dateutil"),
 )
 
 # The folder that holds the hub package: a checkout (the root scripts, requirements.txt and

@@ -14,7 +14,6 @@ re-exports the public names, so callers import from there.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import stat
@@ -159,6 +158,7 @@ def did_you_mean(word: str, known: Iterable[str]) -> Optional[str]:
     by_lower = {k.lower(): k for k in known}
     if word.lower() in by_lower:
         return by_lower[word.lower()]
+    import difflib   # only for a message: a helper script starts without it
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
     return by_lower[close[0]] if close else None
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
 import struct
 import threading
 import time
@@ -342,4 +341,5 @@ class Spool:
             self.segments.clear()
             self.chunks.clear()
             self.memory_bytes = 0
+        import shutil   # only when a run's raw output is removed: a helper script starts without it
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import os
 import stat
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, Iterable, Iterator, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
@@ -493,7 +492,7 @@ class MultipartBody:
         self.opened = opened
         name = file_name if file_name is not None else opened.name
         self.file_name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace") or "file"
-        self.boundary = boundary or "hub-boundary-" + uuid.uuid4().hex
+        self.boundary = boundary or "hub-boundary-" + os.urandom(16).hex()
         self.content_type = "multipart/form-data; boundary=" + self.boundary
         self._head = ("--%s\r\nContent-Disposition: form-data; name=\"file\"; %s\r\n"
                       "Content-Type: application/octet-stream\r\n\r\n"
