@@ -35,6 +35,10 @@ from hub.state import UNPARSED, ItemState, Job, JobKind, Outcome, RecordRow, Res
 MAX_WORKERS = 16
 PARSE_BYTES = 2 << 20            # raw output parsed at a time: bounds the memory a parse takes
 HOUSEKEEPING_SECONDS = 0.1       # how often an idle worker looks for records other processes added
+# The first worker keeps house (and so looks for work at least this often); the others, when
+# idle, sleep until they are woken (new output, a finished job) or a retry is due, and at most
+# this long: sixteen threads waking ten times a second cost more CPU than a slow run's requests.
+IDLE_SECONDS = 1.0
 # While a child floods its pipes, delivery steps aside so that the reader threads have the
 # interpreter (and the machine's cores) to themselves: OneVizion could not keep up with such a
 # rate anyway, and the child must never wait. A flood that goes on still lets a job through now
@@ -60,7 +64,13 @@ class Engine:
         self.max_workers = workers
         self.runs: Dict[str, RunProgress] = {}
         self.order: List[str] = []
-        self.lock = threading.Condition()
+        # One mutex, two conditions: `lock` for whoever waits on the state (Engine.wait, the
+        # scripts), `idle` for workers without a job, which are woken one at a time: a worker
+        # that takes a job wakes the next (so a burst of work spreads over as many as it needs),
+        # and new output or a finished job does not wake all sixteen for one parse.
+        mutex = threading.RLock()
+        self.lock = threading.Condition(mutex)
+        self.idle = threading.Condition(mutex)
         self.threads: List[threading.Thread] = []
         self.stopping = False
         self.halted: Optional[str] = None       # why nothing more is sent (credentials refused)
@@ -72,6 +82,7 @@ class Engine:
         self._next_housekeeping = 0.0
         self._data_version = None
         self._schemas: Dict[str, Schema] = {}
+        self._run_schemas: Dict[str, tuple] = {}    # run key -> (its settings' schema, the Schema)
         self._policies: Dict[str, uploads.UploadPolicy] = {}
         self._refused_paths: set = set()
         self._said_keys: set = set()
@@ -89,6 +100,7 @@ class Engine:
                 run.spool.on_data = self.wake
                 run.spool.on_flood = self.hold
             self.lock.notify_all()
+            self.idle.notify()
         self.start()
 
     def start(self) -> None:
@@ -99,13 +111,17 @@ class Engine:
                 self._spawn()
 
     def _spawn(self) -> None:
-        thread = threading.Thread(target=self._work, name=f"delivery-{len(self.threads)}", daemon=True)
+        number = len(self.threads)
+        thread = threading.Thread(target=self._work, args=(number,), name=f"delivery-{number}", daemon=True)
         self.threads.append(thread)
         thread.start()
 
     def wake(self) -> None:
+        """New output (or anything else a worker may have to act on): one idle worker looks.
+        Those waiting on the runs' state (Engine.wait) are woken by what workers finish, not by
+        every chunk a child prints."""
         with self.lock:
-            self.lock.notify_all()
+            self.idle.notify()
 
     def hold(self) -> None:
         """A child floods: start no new job for a moment (see FLOOD_HOLD_SECONDS)."""
@@ -117,6 +133,7 @@ class Engine:
         with self.lock:
             self.stopping = True
             self.lock.notify_all()
+            self.idle.notify_all()
         deadline = time.monotonic() + patience
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -152,27 +169,28 @@ class Engine:
 
     # -- the worker -------------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, number: int = 0) -> None:
+        housekeeper = number == 0
         while True:
             with self.lock:
                 if self.stopping:
                     return
                 now = self.clock()
                 if now < self.hold_until and now - self._last_held_job < FLOOD_DUTY_SECONDS:
-                    self.lock.wait(self.hold_until - now)
+                    self.idle.wait(self.hold_until - now)
                     continue
                 try:
                     job = self._plan()
                 except Exception:  # noqa: BLE001 - a planning bug must not end the worker (nor all of them)
                     self.internal_errors += 1
                     self.log.exception("the delivery engine could not plan its next job")
-                    self.lock.wait(1.0)
+                    self.idle.wait(1.0)
                     continue
                 if job is not None and now < self.hold_until:
                     self._last_held_job = now
                 if job is None:
-                    self.lock.wait(self._idle_wait())
-                    housekeeping = self.clock() >= self._next_housekeeping
+                    self.idle.wait(self._idle_wait(housekeeper))
+                    housekeeping = housekeeper and self.clock() >= self._next_housekeeping
                     if housekeeping:
                         self._next_housekeeping = self.clock() + HOUSEKEEPING_SECONDS
                 else:
@@ -182,6 +200,7 @@ class Engine:
                     self.busy += 1
                     if self.busy >= len(self.threads) and len(self.threads) < self.max_workers:
                         self._spawn()
+                    self.idle.notify()   # there may be more: the next idle worker looks
             if job is None:
                 if housekeeping:
                     self._housekeeping()
@@ -225,10 +244,10 @@ class Engine:
                 return job
         return None
 
-    def _idle_wait(self) -> float:
+    def _idle_wait(self, housekeeper: bool = True) -> float:
         wake = [run.next_wake() for run in self.runs.values()]
         soonest = min((w for w in wake if w is not None), default=None)
-        wait = HOUSEKEEPING_SECONDS
+        wait = HOUSEKEEPING_SECONDS if housekeeper else IDLE_SECONDS
         if soonest is not None:
             wait = min(wait, max(0.005, soonest - self.clock()))
         pause = self.throttle.wait_hint()
@@ -256,6 +275,7 @@ class Engine:
                 if run is not None and record.log_key not in run.records:
                     run.add_record(record)
                     self.lock.notify_all()
+                    self.idle.notify()
 
     def _persist_everything(self) -> None:
         with self.lock:
@@ -313,9 +333,14 @@ class Engine:
                 JobKind.FINAL: self._final}[job.kind](job)
 
     def schema(self, run: RunProgress) -> Schema:
-        text = json.dumps(run.row.settings.get("schema") or {}, sort_keys=True)
+        raw = run.row.settings.get("schema") or {}
+        known = self._run_schemas.get(run.key)
+        if known is not None and known[0] is raw:   # asked for several times per record: no re-encoding
+            return known[1]
+        text = json.dumps(raw, sort_keys=True)
         if text not in self._schemas:
-            self._schemas[text] = schema_from_json(run.row.settings.get("schema") or {}, "the journal")
+            self._schemas[text] = schema_from_json(raw, "the journal")
+        self._run_schemas[run.key] = (raw, self._schemas[text])
         return self._schemas[text]
 
     def _parse(self, job: Job) -> Result:
@@ -398,7 +423,7 @@ class Engine:
                 page += 1
         except CallFailed as failed:
             return self._failed(job, failed.answer)
-        self.throttle.on_answer(_DELIVERED)
+        self.throttle.on_answer(_DELIVERED, self.network_in_flight)
         return Result(Outcome.DELIVERED, found={k for k in found if k in run.records})
 
     def _run_key(self, run: RunProgress) -> str:
@@ -492,7 +517,7 @@ class Engine:
                 return Result(Outcome.CREATED, trackor_id=trackor_id)
             result.trackor_id = trackor_id
             return result
-        self.throttle.on_answer(_DELIVERED)
+        self.throttle.on_answer(_DELIVERED, self.network_in_flight)
         return Result(Outcome.DELIVERED, trackor_id=trackor_id)
 
     def _streaming(self, body: uploads.MultipartBody) -> "_Streaming":
@@ -635,12 +660,12 @@ class Engine:
     # -- answers ---------------------------------------------------------------------------------------
 
     def _ok(self, trackor_id: Optional[int] = None) -> Result:
-        self.throttle.on_answer(_DELIVERED)
+        self.throttle.on_answer(_DELIVERED, self.network_in_flight)
         return Result(Outcome.DELIVERED, trackor_id=trackor_id)
 
     def _failed(self, job: Job, answer: Answer, token: Optional[str] = None, strike: bool = True) -> Result:
         """What a failed attempt of a job means now: retry later, refused, or stop (401)."""
-        self.throttle.on_answer(answer)
+        self.throttle.on_answer(answer, self.network_in_flight)
         state = job.run.retry[token or job.token]
         decision = self.policy.after(state, answer, self.clock(), strike=strike)
         if decision.next is Next.STOP:

@@ -117,6 +117,17 @@ def test_good_answers_add_about_one_connection_per_round_up_to_sixteen():
     assert throttle.limit == 16
 
 
+def test_good_answers_raise_the_limit_only_while_every_allowed_connection_is_in_use():
+    throttle = Throttle(start=8, clock=Clock())
+    for _ in range(100):
+        throttle.on_answer(GOOD, in_flight=5)      # a stream that keeps five busy
+    assert throttle.limit == 8
+    throttle.on_answer(GOOD, in_flight=8)
+    assert throttle.limit == 9
+    throttle.on_answer(E503, in_flight=2)          # overload lowers it however few are in flight
+    assert throttle.limit == 4.5
+
+
 @pytest.mark.parametrize("answer", [E500, REFUSED, REFUSED_CONNECTION, LOCKED])
 def test_answers_that_are_not_overload_leave_the_limit(answer):
     throttle = Throttle(start=8, clock=Clock())
