@@ -15,6 +15,7 @@ core. Every other line takes the careful path, one line at a time.
 from __future__ import annotations
 
 import bisect
+import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from hub import lines as L
@@ -34,7 +35,11 @@ LONG_LINE_HOLD = 8 * V.DESCRIPTION_LIMIT
 # A block free of these can skip the per-line work. Checked with str and bytes methods,
 # not a regular expression: a case-insensitive alternation over megabytes costs seconds.
 _LEVEL_WORDS = ("info", "warn", "error", "critical", "fatal")
+_LEVEL_WORDS_UPPER = tuple(word.upper().encode("ascii") for word in _LEVEL_WORDS)
 _CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(11, 32)) + b"\x7f"
+# A line between two newlines with no space or tab in it (perhaps empty): a single word, which
+# could name a file. One search (it jumps from newline to newline) instead of a test per line.
+_SINGLE_WORD_LINE = re.compile(rb"\n[^ \t\n]*\n")
 
 
 class _Plain:
@@ -211,16 +216,28 @@ def _plain_text(raw: bytes, raws: List[bytes], stream: str, limit: int) -> Optio
     no level word, not too long, and on stdout nothing that could name a file); else None."""
     if len(raw.translate(None, _CONTROL_BYTES)) != len(raw) or max(map(len, raws)) > limit:
         return None
-    if stream == V.STDOUT and (b"/" in raw or b"." in raw or not all(b" " in r or b"\t" in r for r in raws)):
+    if stream == V.STDOUT and (b"/" in raw or b"." in raw or _single_word(raws[0]) or _single_word(raws[-1])
+                               or _SINGLE_WORD_LINE.search(raw) is not None):
         return None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    return None if _may_state_a_level(raw, text) else text
+
+
+def _may_state_a_level(raw: bytes, text: str) -> bool:
+    """Whether a line of the block might state its level (hub.lines.detect_level): in any case
+    only before a colon or in brackets; without either, only as an upper-case word, which a
+    block without capitals cannot hold (one pass, instead of five searches of its lower case)."""
+    if b":" not in raw and b"[" not in raw:
+        return not raw.islower() and any(word in raw for word in _LEVEL_WORDS_UPPER)
     lowered = text.lower()
-    if any(word in lowered for word in _LEVEL_WORDS):
-        return None
-    return text
+    return any(word in lowered for word in _LEVEL_WORDS)
+
+
+def _single_word(raw: bytes) -> bool:
+    return b" " not in raw and b"\t" not in raw
 
 
 def _could_be_path(raw: bytes) -> bool:
@@ -252,25 +269,28 @@ def _add_plain(merged: List[Record], current: Optional[List], block: _Plain, lim
     if current is not None and (current[1] != block.stream or current[3] != block.mtype):
         _close(merged, current)
         current = None
-    text, seq = block.text, block.seq
-    while text:
+    # `start` walks through the block's text: cutting the rest off as a new string each time
+    # would copy most of a 2 MB block again for every record cut from it.
+    text, seq, start, end = block.text, block.seq, 0, len(block.text)
+    while start < end:
         if current is None:
             current = [seq, block.stream, block.read_at(seq), block.mtype, [], 0]
         room = limit - current[5] - (1 if current[4] else 0)
-        if len(text) <= room:
-            current[4].append(text)
-            current[5] += len(text) + (1 if len(current[4]) > 1 else 0)
+        if end - start <= room:
+            current[4].append(text[start:] if start else text)
+            current[5] += end - start + (1 if len(current[4]) > 1 else 0)
             break
-        cut = text.rfind("\n", 0, room + 1)
+        cut = text.rfind("\n", start, start + room + 1)
         if cut < 0 and current[4]:   # not even the next line fits: this record is full
             _close(merged, current)
             current = None
             continue
         if cut < 0:   # an empty record and a line of the whole limit: it is the record
-            cut = text.find("\n") if "\n" in text else len(text)
-        piece, text = text[:cut], text[cut + 1:]
-        current[4].append(piece)
-        seq += piece.count("\n") + 1
+            cut = text.find("\n", start)
+            cut = end if cut < 0 else cut
+        current[4].append(text[start:cut])
+        seq += text.count("\n", start, cut) + 1
+        start = cut + 1
         _close(merged, current)
         current = None
     return current

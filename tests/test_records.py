@@ -61,6 +61,19 @@ def test_plain_and_careful_paths_give_the_same_records():
     assert plain.records() == careful.records()
 
 
+def test_a_block_of_plain_lines_states_the_levels_its_lines_state_whatever_their_case():
+    from hub.lines import message_type_for
+    lines = ["all quiet here", "ERROR in row 7", "error: lower case before a colon", "[warn] bracketed",
+             "Error without a colon is only words", "eRRoR mixed case alone", "processed ERRORS 3",
+             "INFO", "no capitals at all", "CRITICAL", "fatal: the end", "12 34 56"]
+    for stream in (V.STDOUT, V.STDERR):
+        for line in lines:
+            m = maker(workers=1000)
+            block = ["quiet line %d here" % n for n in range(50)] + [line] + ["more words %d" % n for n in range(50)]
+            m.feed(stream, ("\n".join(block) + "\n").encode(), 1.0)
+            assert [(r[4], r[3]) for r in m.records()] == [(text, message_type_for(stream, text)) for text in block]
+
+
 def test_a_level_word_control_bytes_or_bad_utf8_take_the_careful_path():
     m = maker(workers=1)
     m.feed(V.STDERR, b"fine\n\x1b[31mred\x1b[0m\nbad \xff byte\nnul\x00here\nINFO: chatty\n", 1.0)
