@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the Integration Hub: one command, one table, every figure beside its target.
 
-    python3 bench/run.py [--delays 0,20,100,300] [--lines 200000] [--big-lines 1000000] [--reps 3] [--quick]
+    python3 bench/run.py [--delays 0,20,100,300] [--lines 200000] [--big-lines 1000000] [--reps 5] [--quick]
 
 For each sandbox delay (a fresh `python3 -m sandbox --latency-ms D` on a free port, temp db) it
 runs the real scripts as processes, with an environment it sets itself (it removes PYTHONUNBUFFERED,
@@ -35,12 +35,15 @@ def parse_args(argv=None):
     parser.add_argument("--delays", default="0,20,100,300", help="sandbox latencies in ms (default 0,20,100,300)")
     parser.add_argument("--lines", type=int, default=200_000, help="flood lines (default 200000)")
     parser.add_argument("--big-lines", type=int, default=1_000_000, help="big flood lines (default 1000000)")
-    parser.add_argument("--reps", type=int, default=3, help="wrapped runs of each 200k flood (default 3)")
+    parser.add_argument("--reps", type=int, default=5, help="wrapped runs of each 200k flood (default 5; the "
+                                                            "1M floods get 3)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small floods, short streams, "
                                                              "10 integrations, one repetition")
     args = parser.parse_args(argv)
     args.delays = [float(d) for d in args.delays.split(",") if d.strip()]
-    args.big_reps, args.steady, args.many, args.helper_reps, args.trickle, args.startup_reps = 1, (2000, 8.0), \
+    # A child's flood lasts 0.1 to 0.7 s: a single run of it is at the mercy of whatever else the
+    # machine does, so the ratio is the median of several (bare runs interleaved with wrapped ones).
+    args.big_reps, args.steady, args.many, args.helper_reps, args.trickle, args.startup_reps = 3, (2000, 8.0), \
         (50, 100), 9, (100, 0.1), 5
     args.baseline_lines = 1000
     if args.quick:
@@ -191,7 +194,7 @@ def _baseline(r, delay):
     # the hub's throughput: lines / (child wall + child exit -> final status)
     hub = flood["lines"] / (flood["child_s"] + flood["final_after_exit_s"])
     ratio = hub / r["baseline"]["lps"]
-    return judged(ratio, 100 if delay == 20 else None, "%.0f", "x") + " (%.0f vs %.1f lines/s)" % (
+    return judged(ratio, 100 if delay == 20 else None, "%.0f", "x", at_least=True) + " (%.0f vs %.1f lines/s)" % (
         hub, r["baseline"]["lps"])
 
 
