@@ -45,6 +45,10 @@ IDLE_SECONDS = 1.0
 # and then, so that a long one does not stop delivery altogether.
 FLOOD_HOLD_SECONDS = 0.03
 FLOOD_DUTY_SECONDS = 0.25
+# A parse let through during a flood takes this much at most: string work on a block holds the
+# interpreter without a break, and 2 MB of it (about 10 ms) is longer than a 1 MiB pipe lasts a
+# child that prints 300 MB/s.
+FLOOD_PARSE_BYTES = 256 << 10
 ONLY_IF_RUNNING = "only_if_running"   # RunRow.notes: a deferred RunController stop
 FOUND_CLOSED = "found_closed"         # RunRow.notes: the status such a stop found instead of Running
 SYNC_PAGE = 2000                 # Log IDs read per request when an adopted run is checked
@@ -347,7 +351,8 @@ class Engine:
         """Raw output -> records, written to the journal (with the parse position) before any is sent."""
         run = job.run
         row = run.row
-        chunks = run.spool.take(row.parse.next_chunk, PARSE_BYTES)
+        flooding = self.clock() < self.hold_until
+        chunks = run.spool.take(row.parse.next_chunk, FLOOD_PARSE_BYTES if flooding else PARSE_BYTES)
         if not chunks:
             return Result(Outcome.SKIPPED)
         try:
