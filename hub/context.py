@@ -106,12 +106,17 @@ class Context:
         return self._api
 
     @property
+    def backoff_base(self) -> float:
+        """Seconds before the first retry of a failed call ($HUB_BACKOFF_BASE: tests make it short)."""
+        return float(os.environ.get("HUB_BACKOFF_BASE", "0.5"))
+
+    @property
     def engine(self):
         """The delivery engine, started on first use."""
         if self._engine is None:
             from hub.delivery import Engine
             from hub.retry import Backoff, RetryPolicy, Throttle
-            backoff = Backoff(base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")),
+            backoff = Backoff(base=self.backoff_base,
                               cap=float(os.environ.get("HUB_BACKOFF_CAP", "30")))
             self._engine = Engine(self.journal, self.api, self.log, self.console.say, RetryPolicy(backoff),
                                   Throttle(start=int(os.environ.get("HUB_CONNECTIONS", "8"))),
@@ -198,7 +203,7 @@ class Context:
         none when it refuses; every failure becomes a HubError with its exit code."""
         from hub.api import CallFailed
         try:
-            return call_with_retries(function, *args, base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")), **kwargs)
+            return call_with_retries(function, *args, base=self.backoff_base, **kwargs)
         except CallFailed as failed:
             raise self.lookup_error(failed) from None
 

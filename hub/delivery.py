@@ -103,8 +103,7 @@ class Engine:
             if run.spool is not None:
                 run.spool.on_data = self.wake
                 run.spool.on_flood = self.hold
-            self.lock.notify_all()
-            self.idle.notify()
+            self.changed()
         self.start()
 
     def start(self) -> None:
@@ -119,6 +118,13 @@ class Engine:
         thread = threading.Thread(target=self._work, args=(number,), name=f"delivery-{number}", daemon=True)
         self.threads.append(thread)
         thread.start()
+
+    def changed(self) -> None:
+        """The runs' state changed (a run added, a record found, a child ended): whoever waits on
+        it looks, and so does one idle worker."""
+        with self.lock:
+            self.lock.notify_all()
+            self.idle.notify()
 
     def wake(self) -> None:
         """New output (or anything else a worker may have to act on): one idle worker looks.
@@ -278,8 +284,7 @@ class Engine:
                 run = self.runs.get(record.run_key)
                 if run is not None and record.log_key not in run.records:
                     run.add_record(record)
-                    self.lock.notify_all()
-                    self.idle.notify()
+                    self.changed()
 
     def _persist_everything(self) -> None:
         with self.lock:
@@ -558,17 +563,16 @@ class Engine:
         if run.row.notes.get(ONLY_IF_RUNNING):
             # A RunController stop whose run could not be read when it was asked: it closes the
             # run only if the run is still Running now (SPEC §7: a closed run is left alone).
-            status_field = self.schema(run).run.status
-            found = self._find_run(job, [status_field])
+            mapping = self.schema(run).run
+            found = self._find_run(job, [mapping.status])
             if isinstance(found, Result):
                 return found
-            status = field_value(found, status_field)
-            if status != self.schema(run).run.running:
+            status = field_value(found, mapping.status)
+            if status != mapping.running:
                 with self.lock:
                     run.row.notes[FOUND_CLOSED] = status
-                return Result(Outcome.REFUSED, answer=f"run {self._run_key(run)} is no longer "
-                                                      f"{self.schema(run).run.running!r} (its status is {status!r}); "
-                                                      f"nothing changed")
+                return Result(Outcome.REFUSED, answer=f"run {self._run_key(run)} is no longer {mapping.running!r} "
+                                                      f"(its status is {status!r}); nothing changed")
             trackor_id = found["TRACKOR_ID"]
         else:
             trackor_id = self._run_trackor_id(job)

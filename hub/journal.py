@@ -115,6 +115,7 @@ _RUN_COLUMNS = ("run_key", "installation", "integration_key", "integration_id", 
 _RECORD_COLUMNS = ("log_key", "run_key", "origin", "seq", "fields", "file_path", "state", "trackor_id", "answer",
                    "created_at")
 _INSERT_RUN = f"INSERT INTO runs({','.join(_RUN_COLUMNS)}) VALUES({','.join('?' * len(_RUN_COLUMNS))})"
+_INSERT_RUN_IF_NEW = _INSERT_RUN.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
 _INSERT_RECORD = f"INSERT INTO records({','.join(_RECORD_COLUMNS)}) VALUES({','.join('?' * len(_RECORD_COLUMNS))})"
 
 # What a sqlite3 error means: a condition the journal waits out, or damage.
@@ -839,7 +840,7 @@ class Journal:
             with self._at_once() as db:
                 if db.execute("DELETE FROM loose WHERE id=? AND state=0", (loose_id,)).rowcount != 1:
                     return False   # another process resolved it (nothing else was written)
-                db.execute(_INSERT_RUN.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1), _run_values(known))
+                db.execute(_INSERT_RUN_IF_NEW, _run_values(known))
                 db.execute(_INSERT_RECORD, _record_values(record))
         except sqlite3.Error as exc:
             self.log.warning("a loose record could not be given its run now: %s", exc)

@@ -5,7 +5,6 @@ journal is a run)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,7 +38,7 @@ def integration_by_id(ctx: Context, integration_key: str) -> dict:
 def _find(ctx: Context, *args, **kwargs):
     """ctx.api.find with the few quick retries every lookup gets on a transient answer (SPEC §5:
     a 503 is "not now", not "unreachable"); raises CallFailed when they are used up."""
-    return call_with_retries(ctx.api.find, *args, base=float(os.environ.get("HUB_BACKOFF_BASE", "0.5")), **kwargs)
+    return call_with_retries(ctx.api.find, *args, base=ctx.backoff_base, **kwargs)
 
 
 def run_by_key(ctx: Context, run_key: str) -> Optional[RemoteRun]:

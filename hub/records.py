@@ -242,7 +242,7 @@ def _single_word(raw: bytes) -> bool:
 
 def _could_be_path(raw: bytes) -> bool:
     """uploads.could_be_path on raw bytes: "/" or ".", or a single word."""
-    return b"/" in raw or b"." in raw or (bool(raw.strip()) and b" " not in raw and b"\t" not in raw)
+    return b"/" in raw or b"." in raw or (bool(raw.strip()) and _single_word(raw))
 
 
 def _char_boundary(data: bytes, limit: int) -> int:

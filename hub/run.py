@@ -200,8 +200,7 @@ def _supervise(ctx, entry, integration, argv, cwd, env, options, signals) -> Run
         row.output_open = False
         row.final = Step({s.run.status: s.run.ok if ok else s.run.warnings, s.run.finish: ctx.now_text()},
                          ItemState.PENDING)
-        ctx.engine.lock.notify_all()
-        ctx.engine.wake()
+        ctx.engine.changed()
     ctx.journal.put_run(row)
     ctx.log.info("run %s: the child ended (%s) after %.1f s", row.run_key, problem or "exit code 0",
                  time.monotonic() - clock)

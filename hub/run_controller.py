@@ -141,8 +141,7 @@ def deliver(ctx: context.Context, run: RunProgress, what: str, add: bool = True)
                             f"changed (--force rewrites it)")
     with engine.lock:
         refused = run.refused_items()
-        owed = [name for name, step in (("the run's create", run.row.create), ("Last Run", run.row.last_run),
-                                        ("the final status", run.row.final)) if step.owed]
+        owed = [name for name, step in run.row.statuses() if step.owed]
     result = verdict(True, None, refused, 0, len(owed), credentials_refused=engine.halted is not None,
                      status_names=owed)
     if result.message:

@@ -106,6 +106,10 @@ class RunRow:
     parse: ParseState = field(default_factory=ParseState)
     notes: Dict[str, Any] = field(default_factory=dict)
 
+    def statuses(self) -> Tuple[Tuple[str, Step], ...]:
+        """The run's own steps, each with the name messages give it."""
+        return (("the run's create", self.create), ("Last Run", self.last_run), ("the final status", self.final))
+
 
 @dataclass
 class RecordRow:

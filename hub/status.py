@@ -66,7 +66,7 @@ def _run_owes(ctx: Context, row):
         items.append(f"{len(owed)} record{'s' if len(owed) != 1 else ''}")
     if raw:
         items.append(f"{raw} bytes of output not yet made into records")
-    steps = (("the run's create", row.create), ("Last Run", row.last_run), ("the final status", row.final))
+    steps = row.statuses()
     items += [name for name, step in steps if step.owed]
     if row.run_file is not None and row.run_file_state is ItemState.PENDING:
         items.append("the run's file")

@@ -39,7 +39,7 @@ def zone(name: Optional[str]):
 
 def known(name: Optional[str]) -> bool:
     """True when `name` is an IANA zone name the hub can write date-times in."""
-    return bool(name) and zone(name) is not None
+    return zone(name) is not None
 
 
 def format_time(at: float, tz) -> str:
