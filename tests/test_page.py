@@ -118,6 +118,13 @@ def texts(page, selector):
 
 
 # -- browser tests ------------------------------------------------------------------------
+def description_text(page):
+    """The opened Description once it has come (the page shows "Loading…" until it has)."""
+    page.wait_for_function("() => { const pre = document.querySelector('pre.description');"
+                           " return pre && pre.textContent !== 'Loading\\u2026'; }")
+    return page.locator("pre.description").inner_text()
+
+
 def test_the_pages_show_a_real_run_its_records_and_its_file(hub, page, tmp_path):
     key = hub.add_integration("Page Check")
     (tmp_path / "work").mkdir()
@@ -183,7 +190,7 @@ def test_the_pages_show_a_real_run_its_records_and_its_file(hub, page, tmp_path)
     assert page.locator("pre.description").count() == 0
     long_row.locator("button.toggle").click()
     page.locator("pre.description").wait_for()
-    assert page.locator("pre.description").inner_text() == "y" * 1000
+    assert description_text(page) == "y" * 1000
     long_row.locator("button.toggle").click()
     page.locator("pre.description").wait_for(state="detached")
 
@@ -197,7 +204,7 @@ def test_a_live_run_grows_on_the_page_without_a_reload(sandbox, page):
     assert "status-running" in page.locator("dl.meta .badge").get_attribute("class")
     page.locator("#logs tr.log button.toggle").click()
     page.locator("pre.description").wait_for()
-    assert page.locator("pre.description").inner_text() == "first\nmerged second line"
+    assert description_text(page) == "first\nmerged second line"
     page.evaluate("() => { window.__sameDocument = 1; document.querySelector('pre.description').__mark = 1; }")
 
     started = time.monotonic()
@@ -217,7 +224,7 @@ def test_a_live_run_grows_on_the_page_without_a_reload(sandbox, page):
     page.wait_for_function("() => document.querySelector('dl.meta').dataset.status === 'Executed without Warnings'")
     assert "1 min 05 s" in page.locator("dl.meta").inner_text()
     assert page.evaluate("() => window.__sameDocument") == 1
-    assert page.locator("pre.description").inner_text() == "first\nmerged second line"
+    assert description_text(page) == "first\nmerged second line"
 
 
 def test_a_run_of_the_real_wrapper_shows_lines_as_they_come(hub, page):
@@ -275,7 +282,7 @@ def test_markup_in_the_data_stays_text(sandbox, page):
     assert page.locator("#logs tr.log .message .text").inner_text() == PAYLOAD
     page.locator("#logs tr.log button.toggle").click()
     page.locator("pre.description").wait_for()
-    assert page.locator("pre.description").inner_text() == PAYLOAD + "\n" + PAYLOAD
+    assert description_text(page) == PAYLOAD + "\n" + PAYLOAD
     assert page.locator("#logs tr.log .file a").inner_text().startswith("<img")
     page.wait_for_timeout(1200)  # a poll or two more
     assert page.evaluate("() => typeof window.__pwned") == "undefined"
