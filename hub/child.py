@@ -29,7 +29,7 @@ from hub.errors import UsageError
 from hub.vocabulary import DEFAULT_GRACE_SECONDS, STDERR, STDOUT
 
 PIPE_SIZE = 1 << 20  # bytes of pipe buffer asked for each of the child's output pipes
-SMALL_READ = 32 << 10      # a read smaller than this...
+SMALL_READ = 4 << 10       # a read smaller than this (a child that flushes line by line)...
 SMALL_READ_PAUSE = 0.002   # ...is followed by this pause (seconds) before the next one
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -258,6 +258,8 @@ class Child:
             if len(data) < SMALL_READ:
                 # A child that flushes every line would otherwise cost a wake-up, a time stamp and a
                 # chunk per line; a moment's pause lets a few lines gather (the 1 MiB pipe holds them).
+                # Not after a whole block (4-8 KB, a block-buffered child): its writes into a pipe
+                # that holds a backlog cost it more than into one that is read at once (measured).
                 time.sleep(SMALL_READ_PAUSE)
 
     def _finish_readers(self, exited: float) -> bool:

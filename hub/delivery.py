@@ -41,8 +41,11 @@ HOUSEKEEPING_SECONDS = 0.1       # how often an idle worker looks for records ot
 IDLE_SECONDS = 1.0
 # While a child floods its pipes, delivery steps aside so that the reader threads have the
 # interpreter (and the machine's cores) to themselves: OneVizion could not keep up with such a
-# rate anyway, and the child must never wait. A flood that goes on still lets a job through now
-# and then, so that a long one does not stop delivery altogether.
+# rate anyway, and the child must never wait. Nobody is woken by a flood's output either: on two
+# cores, a worker that wakes (or waits for the interpreter, which wakes it every millisecond)
+# takes the child's core, and the child is pre-empted (about a hundred times in a 200k-line
+# flood, measured). The housekeeper looks when the hold ends. A flood that goes on still lets a
+# job through now and then, so that a long one does not stop delivery altogether.
 FLOOD_HOLD_SECONDS = 0.03
 FLOOD_DUTY_SECONDS = 0.25
 # A parse let through during a flood takes this much at most: string work on a block holds the
@@ -101,8 +104,7 @@ class Engine:
                 self.order.append(run.key)
             self.runs[run.key] = run
             if run.spool is not None:
-                run.spool.on_data = self.wake
-                run.spool.on_flood = self.hold
+                run.spool.on_data = self.output
             self.changed()
         self.start()
 
@@ -133,9 +135,13 @@ class Engine:
         with self.lock:
             self.idle.notify()
 
-    def hold(self) -> None:
-        """A child floods: start no new job for a moment (see FLOOD_HOLD_SECONDS)."""
-        self.hold_until = self.clock() + FLOOD_HOLD_SECONDS
+    def output(self, flooding: bool) -> None:
+        """A child's output was kept. While it floods: start no new job for a moment and wake
+        nobody (see FLOOD_HOLD_SECONDS); else one idle worker looks."""
+        if flooding:
+            self.hold_until = self.clock() + FLOOD_HOLD_SECONDS
+        else:
+            self.wake()
 
     def stop(self, patience: float = 2.0) -> None:
         """Stop the workers. One inside a request to a hung server is not waited for past
@@ -258,6 +264,8 @@ class Engine:
         wake = [run.next_wake() for run in self.runs.values()]
         soonest = min((w for w in wake if w is not None), default=None)
         wait = HOUSEKEEPING_SECONDS if housekeeper else IDLE_SECONDS
+        if housekeeper and self.hold_until > self.clock():
+            wait = min(wait, max(0.005, self.hold_until - self.clock()))   # a flood's output woke nobody
         if soonest is not None:
             wait = min(wait, max(0.005, soonest - self.clock()))
         pause = self.throttle.wait_hint()
@@ -433,7 +441,7 @@ class Engine:
                 page += 1
         except CallFailed as failed:
             return self._failed(job, failed.answer)
-        self.throttle.on_answer(_DELIVERED, self.network_in_flight)
+        self._answered(_DELIVERED)
         return Result(Outcome.DELIVERED, found={k for k in found if k in run.records})
 
     def _run_key(self, run: RunProgress) -> str:
@@ -527,7 +535,7 @@ class Engine:
                 return Result(Outcome.CREATED, trackor_id=trackor_id)
             result.trackor_id = trackor_id
             return result
-        self.throttle.on_answer(_DELIVERED, self.network_in_flight)
+        self._answered(_DELIVERED)
         return Result(Outcome.DELIVERED, trackor_id=trackor_id)
 
     def _streaming(self, body: uploads.MultipartBody) -> "_Streaming":
@@ -668,13 +676,21 @@ class Engine:
 
     # -- answers ---------------------------------------------------------------------------------------
 
+    def _answered(self, answer: Answer) -> None:
+        """Tell the throttle of an answer: how many requests were in flight, and whether work
+        waited for a connection."""
+        with self.lock:
+            in_flight = self.network_in_flight
+            waiting = any(run.waits_for_connection() for run in self.runs.values())
+        self.throttle.on_answer(answer, in_flight, waiting)
+
     def _ok(self, trackor_id: Optional[int] = None) -> Result:
-        self.throttle.on_answer(_DELIVERED, self.network_in_flight)
+        self._answered(_DELIVERED)
         return Result(Outcome.DELIVERED, trackor_id=trackor_id)
 
     def _failed(self, job: Job, answer: Answer, token: Optional[str] = None, strike: bool = True) -> Result:
         """What a failed attempt of a job means now: retry later, refused, or stop (401)."""
-        self.throttle.on_answer(answer, self.network_in_flight)
+        self._answered(answer)
         state = job.run.retry[token or job.token]
         decision = self.policy.after(state, answer, self.clock(), strike=strike)
         if decision.next is Next.STOP:

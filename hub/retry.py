@@ -122,11 +122,13 @@ class Throttle:
         """Seconds until a pause ends (0 when not paused)."""
         return max(0.0, self.paused_until - self.clock())
 
-    def on_answer(self, answer: Answer, in_flight: Optional[int] = None) -> None:
+    def on_answer(self, answer: Answer, in_flight: Optional[int] = None, waiting: bool = True) -> None:
         """One answer. `in_flight`: the requests in flight when it came (this one included);
-        a good answer raises the limit only when they were as many as the limit allows: a
-        stream that keeps fewer busy has no use for more (and a later burst must not find a
-        limit it never earned, as TCP's window validation says)."""
+        `waiting`: whether work waited for a connection then. A good answer raises the limit
+        only when every connection the limit allows was in use and work waited: a stream that
+        keeps fewer busy, or that each answer's connection carries on with, has no use for more
+        (and a later burst must not find a limit it never earned, as TCP's window validation
+        says)."""
         with self._lock:
             now = self.clock()
             if answer.retry_after:
@@ -136,7 +138,7 @@ class Throttle:
                 if now - self._last_decrease >= self.window:
                     self.limit = max(float(self.low), self.limit / 2)
                     self._last_decrease = now
-            elif answer.kind is Kind.DELIVERED and (in_flight is None or in_flight >= int(self.limit)):
+            elif answer.kind is Kind.DELIVERED and waiting and (in_flight is None or in_flight >= int(self.limit)):
                 # One more connection per `limit` good answers: about one per round trip of all.
                 step = 1.0 if self.slow_start else 1.0 / self.limit
                 self.limit = min(float(self.high), self.limit + step)

@@ -30,7 +30,11 @@ from hub import vocabulary as V
 FRAME = struct.Struct("<QBdI")       # chunk number, stream code, time read, data length
 SEGMENT_BYTES = 4 << 20               # a new segment file past this size (at most two hold parsed output)
 MEMORY_LIMIT = 64 << 20               # bytes of output that may wait in memory when the disk refuses it
-FLOOD_BYTES = 256 << 10               # a pipe read this large: the child prints faster than anyone reads
+# This much output within FLOOD_WINDOW seconds (8 MB/s and more): the child prints faster than
+# anyone could read it, and delivery steps aside (hub.delivery). Measured over a window, not per
+# read: a reader that keeps up reads a block-buffered child's 8 KB blocks one at a time.
+FLOOD_BYTES = 256 << 10
+FLOOD_WINDOW = 0.03
 RETRY_SECONDS = 1.0
 
 # Test hooks, never set in production (tests/test_journal_faults.py): they let the paths of a
@@ -125,8 +129,8 @@ class Spool:
         self._write_fd: Optional[int] = None
         self._abandon_wait = False
         self.held_back = 0.0              # seconds the reader waited for memory
-        self.on_data: Callable[[], None] = lambda: None
-        self.on_flood: Callable[[], None] = lambda: None
+        self._window_start, self._window_bytes = 0.0, 0   # output in the current FLOOD_WINDOW
+        self.on_data: Callable[[bool], None] = lambda flooding: None   # called after each chunk
 
     # -- opening an existing spool (an adopted run) -------------------------------------------------
 
@@ -172,9 +176,12 @@ class Spool:
                 self._retry_disk()
             self.chunks.append(chunk)
             self._wait_for_memory()
-        if len(data) >= FLOOD_BYTES:
-            self.on_flood()
-        self.on_data()
+            now = self.clock()
+            if now - self._window_start >= FLOOD_WINDOW:
+                self._window_start, self._window_bytes = now, 0
+            self._window_bytes += len(data)
+            flooding = self._window_bytes >= FLOOD_BYTES
+        self.on_data(flooding)
 
     def note(self, message_type: str, text: str, at: Optional[float] = None) -> None:
         """A record of the hub's own (exit code, could not start...), after the output so far."""

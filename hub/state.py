@@ -256,6 +256,13 @@ class RunProgress:
         """A refused run create: nothing but Last Run can go until it is retried."""
         return self.row.create.refused
 
+    def waits_for_connection(self) -> bool:
+        """Something of this run is ready to be sent and waits only for a connection: a record or
+        a file, or its create. (Raw output that a record could carry does not count: when every
+        connection is in use it waits and goes merged in the next record.)"""
+        return bool(self.ready or self.files) or (self.row.create.owed and "create" not in self.in_flight
+                                                  and not self.row.create.refused)
+
     # -- what to do next ----------------------------------------------------------------
 
     def next_job(self, now: float, network: bool, records_wanted: int) -> Optional[Job]:

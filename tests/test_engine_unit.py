@@ -915,3 +915,33 @@ def test_delivered_records_give_their_space_back(journal, count, size):
     path = journal.path
     journal.close()                                          # and at close, every free page
     assert os.path.getsize(path) < 64 * 1024
+
+
+# -- a child that floods ---------------------------------------------------------------------------
+
+def test_output_is_a_flood_when_a_window_holds_256_kb_whatever_the_size_of_each_read(tmp_path):
+    now = [50.0]
+    spool = Spool(str(tmp_path / "spool" / "r"), clock=lambda: now[0])
+    seen = []
+    spool.on_data = seen.append
+    spool.append(STDOUT, b"x" * 100 + b"\n", 1.0)              # a trickle
+    for _ in range(40):                                        # 8 KB blocks, 320 KB within 20 ms
+        now[0] += 0.0005
+        spool.append(STDOUT, b"y" * 8191 + b"\n", 1.0)
+    now[0] += 1.0                                              # the flood stopped a second ago
+    spool.append(STDOUT, b"z" * 8191 + b"\n", 1.0)
+    assert seen[0] is False and seen[-1] is False
+    assert True in seen[1:-1] and seen[1:].index(True) == 31   # once 256 KB had come in the window
+    spool.remove()
+
+
+def test_a_floods_output_holds_new_jobs_and_wakes_no_worker(journal, make_engine):
+    now = [100.0]
+    engine = make_engine(FakeOneVizion(), clock=lambda: now[0])
+    woken = []
+    engine.wake = lambda: woken.append(now[0])
+    engine.output(True)
+    assert woken == [] and engine.hold_until > now[0]
+    assert engine._idle_wait(housekeeper=True) <= engine.hold_until - now[0]   # the housekeeper looks then
+    engine.output(False)
+    assert woken == [100.0]

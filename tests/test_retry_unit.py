@@ -128,6 +128,17 @@ def test_good_answers_raise_the_limit_only_while_every_allowed_connection_is_in_
     assert throttle.limit == 4.5
 
 
+def test_good_answers_raise_the_limit_only_while_work_waits_for_a_connection():
+    throttle = Throttle(start=8, clock=Clock())
+    for _ in range(100):
+        throttle.on_answer(GOOD, in_flight=8, waiting=False)   # each answer's connection carries on
+    assert throttle.limit == 8
+    throttle.on_answer(GOOD, in_flight=8, waiting=True)
+    assert throttle.limit == 9
+    throttle.on_answer(GOOD, in_flight=5, waiting=True)       # work waits, but connections are free
+    assert throttle.limit == 9
+
+
 @pytest.mark.parametrize("answer", [E500, REFUSED, REFUSED_CONNECTION, LOCKED])
 def test_answers_that_are_not_overload_leave_the_limit(answer):
     throttle = Throttle(start=8, clock=Clock())
