@@ -59,7 +59,8 @@ def _median(values):
 
 def flood(sandbox: Sandbox, lines: int, reps: int, flushing: bool) -> dict:
     """N lines as fast as the child can, bare (into cat) and under the wrapper, `reps` times each,
-    interleaved so that both see the same load on a shared machine; medians, and every run."""
+    interleaved so that both see the same load on a shared machine; the fastest of each, medians,
+    and every run."""
     times = os.path.join(sandbox.workdir, "flood-times")
     child = "%s %s %d %s" % (PY, shlex.quote(os.path.join(BENCH, "flood_child.py")), lines, shlex.quote(times))
     environment = {"PYTHONUNBUFFERED": "1"} if flushing else {}
@@ -78,7 +79,13 @@ def flood(sandbox: Sandbox, lines: int, reps: int, flushing: bool) -> dict:
     for name in ("child_s", "wrapper_cpu_s", "final_after_exit_s", "requests", "records", "peak_rss_mb",
                  "journal_peak_mb", "journal_after_mb", "wall_s", "output_mb"):
         result[name] = _median(r[name] for r in runs)
-    result["ratio"] = result["child_s"] / result["bare_s"] if result["child_s"] and result["bare_s"] else None
+    # Judged on the fastest run of each: on a shared machine, noise only ever adds time (the bare
+    # child alone went from 0.09 s to 0.19 s within one minute here), so the minimum is the figure
+    # that says what the wrapper itself costs the child; the medians are shown beside it.
+    result["child_min_s"] = min((r["child_s"] for r in runs), default=None)
+    result["bare_min_s"] = min(bare)
+    result["ratio"] = result["child_min_s"] / result["bare_min_s"] if result["child_min_s"] else None
+    result["ratio_median"] = result["child_s"] / result["bare_s"] if result["child_s"] and result["bare_s"] else None
     result["in_order"] = all(r["in_order"] for r in runs)
     result["status"] = ", ".join(sorted({str(r["status"]) for r in runs}))
     result["exit"] = ", ".join(sorted({str(r["exit"]) for r in runs}))
