@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import compileall
-import json
 import datetime
+import json
 import os
 import platform
 import shutil

@@ -264,8 +264,9 @@ class Engine:
         wake = [run.next_wake() for run in self.runs.values()]
         soonest = min((w for w in wake if w is not None), default=None)
         wait = HOUSEKEEPING_SECONDS if housekeeper else IDLE_SECONDS
-        if housekeeper and self.hold_until > self.clock():
-            wait = min(wait, max(0.005, self.hold_until - self.clock()))   # a flood's output woke nobody
+        held = self.hold_until - self.clock()
+        if housekeeper and held > 0:
+            wait = min(wait, max(0.005, held))   # a flood's output woke nobody
         if soonest is not None:
             wait = min(wait, max(0.005, soonest - self.clock()))
         pause = self.throttle.wait_hint()
@@ -678,10 +679,12 @@ class Engine:
 
     def _answered(self, answer: Answer) -> None:
         """Tell the throttle of an answer: how many requests were in flight, and whether work
-        waited for a connection."""
-        with self.lock:
-            in_flight = self.network_in_flight
-            waiting = any(run.waits_for_connection() for run in self.runs.values())
+        waited for a connection (looked at only when the answer could raise the limit)."""
+        in_flight = self.network_in_flight
+        waiting = False
+        if self.throttle.may_grow(answer, in_flight):
+            with self.lock:
+                waiting = any(run.waits_for_connection() for run in self.runs.values())
         self.throttle.on_answer(answer, in_flight, waiting)
 
     def _ok(self, trackor_id: Optional[int] = None) -> Result:

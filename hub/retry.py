@@ -122,6 +122,12 @@ class Throttle:
         """Seconds until a pause ends (0 when not paused)."""
         return max(0.0, self.paused_until - self.clock())
 
+    def may_grow(self, answer: Answer, in_flight: Optional[int] = None) -> bool:
+        """Whether this answer would raise the limit if work waited for a connection: a good
+        answer that came while every connection the limit allows was in use."""
+        return answer.kind is Kind.DELIVERED and (
+            in_flight is None or in_flight >= int(self.limit))
+
     def on_answer(self, answer: Answer, in_flight: Optional[int] = None, waiting: bool = True) -> None:
         """One answer. `in_flight`: the requests in flight when it came (this one included);
         `waiting`: whether work waited for a connection then. A good answer raises the limit
@@ -138,7 +144,7 @@ class Throttle:
                 if now - self._last_decrease >= self.window:
                     self.limit = max(float(self.low), self.limit / 2)
                     self._last_decrease = now
-            elif answer.kind is Kind.DELIVERED and waiting and (in_flight is None or in_flight >= int(self.limit)):
+            elif waiting and self.may_grow(answer, in_flight):
                 # One more connection per `limit` good answers: about one per round trip of all.
                 step = 1.0 if self.slow_start else 1.0 / self.limit
                 self.limit = min(float(self.high), self.limit + step)

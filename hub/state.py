@@ -260,8 +260,7 @@ class RunProgress:
         """Something of this run is ready to be sent and waits only for a connection: a record or
         a file, or its create. (Raw output that a record could carry does not count: when every
         connection is in use it waits and goes merged in the next record.)"""
-        return bool(self.ready or self.files) or (self.row.create.owed and "create" not in self.in_flight
-                                                  and not self.row.create.refused)
+        return bool(self.ready or self.files) or (self.row.create.owed and "create" not in self.in_flight)
 
     # -- what to do next ----------------------------------------------------------------
 
