@@ -347,6 +347,7 @@ class _Watchdog:
         self._changed = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._stopped = False
+        self._wakes_at = 0.0   # when the thread looks next (0: it is looking now)
 
     def watch(self, conn, deadline: float) -> _Watch:
         watch = _Watch(conn, deadline)
@@ -355,7 +356,10 @@ class _Watchdog:
             if self._thread is None and not self._stopped:
                 self._thread = threading.Thread(target=self._loop, name="http-deadlines", daemon=True)
                 self._thread.start()
-            self._changed.notify()
+            # Requests share one timeout, so a new deadline is seldom the soonest: wake the
+            # thread only when it would otherwise look too late (not once per request).
+            if deadline < self._wakes_at:
+                self._changed.notify()
         return watch
 
     def unwatch(self, watch: _Watch) -> None:
@@ -383,7 +387,9 @@ class _Watchdog:
                         except OSError:
                             pass
                 soonest = min((w.deadline for w in self._watches), default=now + 5.0)
-                self._changed.wait(max(0.01, soonest - now))
+                self._wakes_at = max(now + 0.01, soonest)
+                self._changed.wait(self._wakes_at - now)
+                self._wakes_at = 0.0
 
 
 def _tls_context(verify) -> ssl.SSLContext:

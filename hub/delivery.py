@@ -240,7 +240,11 @@ class Engine:
                         job.kind is JobKind.PARSE and result.records):
                     self.progress += 1
                 complete = job.run.complete()
-                self.lock.notify_all()
+                # Engine.wait looks every 0.1 s anyway (for progress and its deadlines); it is woken
+                # at once only by what could end its wait. Waking it after each of a flood's
+                # thousands of jobs cost the wrapper an eighth of its CPU time (py-spy, 1M lines).
+                if complete or self.halted or job.run.settled():
+                    self.lock.notify_all()
             try:
                 self._persist(job, result, complete)
             except Exception:  # noqa: BLE001 - the state is in memory; the journal writer logs its own faults
