@@ -51,12 +51,32 @@ def wrapper():
 
 def adding_log():
     """IntegrationWrapperAddingLog.py and the console command integration-wrapper-adding-log."""
-    return run("IntegrationWrapperAddingLog.py", "hub.adding_log")
+    return exit_now(run("IntegrationWrapperAddingLog.py", "hub.adding_log"))
 
 
 def run_controller():
     """IntegrationWrapperRunController.py and the console command integration-wrapper-run-controller."""
-    return run("IntegrationWrapperRunController.py", "hub.run_controller")
+    return exit_now(run("IntegrationWrapperRunController.py", "hub.run_controller"))
+
+
+def exit_now(code):
+    """End a helper's process with `code` once its work is done, without the interpreter's
+    teardown of every module and object: a helper is called once per event a script reports,
+    and the teardown took a fifth of its time (20-30 ms of about 130). By now its journal, log
+    and connections are closed (hub.context.run_script); the streams are flushed here. Should
+    a thread that is not a daemon still run, the process ends the usual way instead."""
+    import threading
+    if threading.active_count() > 1 and any(not t.daemon for t in threading.enumerate()
+                                            if t is not threading.current_thread()):
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (IOError, OSError, ValueError):  # closed or gone: the exit code still tells
+            pass
+    if "logging" in sys.modules:
+        sys.modules["logging"].shutdown()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 def run(script, module):
