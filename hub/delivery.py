@@ -243,7 +243,7 @@ class Engine:
                 # Engine.wait looks every 0.1 s anyway (for progress and its deadlines); it is woken
                 # at once only by what could end its wait. Waking it after each of a flood's
                 # thousands of jobs cost the wrapper an eighth of its CPU time (py-spy, 1M lines).
-                if complete or self.halted or job.run.settled():
+                if complete or self.halted or (job.run.blocked() and job.run.settled()):
                     self.lock.notify_all()
             try:
                 self._persist(job, result, complete)
