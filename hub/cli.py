@@ -29,7 +29,8 @@ EXIT_INTERNAL = 1  # see run_command
 
 _EPILOG = """exit codes:
   0    done; every run ended "Executed without Warnings"
-  1    done; at least one run ended "Executed with Warnings" (also: internal error)
+  1    done; at least one run ended "Executed with Warnings" (also: internal error, or
+       a helper's run key or record ID could not be written to stdout)
   2    usage or configuration error (bad flag, bad JSON, unknown key, missing file); nothing ran
   3    OneVizion refused the credentials or could not be reached before anything started
   4    not found: integration, or no running run

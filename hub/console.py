@@ -1,4 +1,5 @@
-"""What the scripts say to the person or to cron, on stderr.
+"""What the scripts say to the person or to cron, on stderr; and the one line a helper gives
+its caller on stdout (`print_out`).
 
 On a terminal the wrapper tells the person what it does (a line per entry as it starts and
 as it ends, progress through a replay); without one (cron) it says only warnings and errors,
@@ -13,6 +14,19 @@ import time
 from typing import Optional, TextIO
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
+
+
+def print_out(text: str) -> bool:
+    """Write one line on stdout for the caller to read (a run key, a record's ID), flushed at
+    once. False when it cannot be written (the reader closed the pipe, the disk is full); a
+    stdout the caller closed takes nothing, and that is no failure."""
+    if sys.stdout is None:
+        return True
+    try:
+        print(text, flush=True)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 class Console:

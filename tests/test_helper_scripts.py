@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import REPO_ROOT
+
 
 
 
@@ -183,3 +185,54 @@ def test_a_record_delivered_by_replay_leaves_nothing_in_the_journal(hub):
     assert "delivered 1 records" in replay.stdout
     assert [r["IL_MESSAGE"] for r in hub.logs(run_key)] == ["late"]
     assert (hub.journal_rows("runs"), hub.journal_rows("records")) == (0, 0)
+
+
+def _helper_env():
+    # Buffered stdout, as under cron: what is printed is written when the helper ends.
+    return {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+
+
+def test_start_whose_run_key_cannot_be_written_says_so_opens_the_run_and_exits_1(hub):
+    read_end, write_end = os.pipe()
+    os.close(read_end)   # the reader is gone before the key is written
+    try:
+        done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "IntegrationWrapperRunController.py"),
+                               *hub.common("-i", "INT-1", "-t", "start")], cwd=hub.tmp, env=_helper_env(),
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: the run key INT-1-") and "could not be written to stdout" in line
+    [run] = hub.runs("INT-1")   # the run itself was opened; only its key was lost
+    assert run["IR_STATUS"] == "Running" and line.split()[4] == run["TRACKOR_KEY"]
+
+
+def test_a_record_id_that_cannot_be_written_says_so_and_exits_1(hub):
+    start(hub, "INT-1")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "IntegrationWrapperAddingLog.py"),
+                               *hub.common("-i", "INT-1", "-w", "Info", "-m", "lost id", "--print-id")],
+                              cwd=hub.tmp, env=_helper_env(), stdout=write_end, stderr=subprocess.PIPE, text=True,
+                              timeout=60)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1 and "could not be written to stdout" in done.stderr, done.stderr
+    assert [log["IL_MESSAGE"] for log in hub.logs()] == ["lost id"]
+
+
+def test_helpers_with_stdout_closed_still_do_their_work_and_exit_0(hub):
+    argv = [sys.executable, os.path.join(REPO_ROOT, "IntegrationWrapperRunController.py"),
+            *hub.common("-i", "INT-1", "-t", "start")]
+    done = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", *argv], cwd=hub.tmp, env=_helper_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    added = subprocess.run(["sh", "-c", 'exec "$@" >&-', "sh", sys.executable,
+                            os.path.join(REPO_ROOT, "IntegrationWrapperAddingLog.py"),
+                            *hub.common("-i", "INT-1", "-w", "Info", "-m", "stdout closed")],
+                           cwd=hub.tmp, env=_helper_env(), capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+    assert [log["IL_MESSAGE"] for log in hub.logs()] == ["stdout closed"]
