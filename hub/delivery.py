@@ -395,15 +395,23 @@ class Engine:
         parse = type(row.parse)(chunks[-1][0] + 1, seq, leftover, ended)
         spool = run.spool
         upto = parse.next_chunk
+        # The latest printed file becomes the run's File (seqs only grow, so it is newer than any
+        # an earlier parse found): owed in the same transaction as its record, since no other
+        # run-level write may follow before sending stops (a 401) or the process dies.
+        printed = [(record.seq, record.file_path) for record in records if record.file_path]
+        run_file = max(printed) if printed else None
         # In the file before any is sent: a resend after a crash must have the same key and content.
         self.journal.put_records(row.run_key, records, parse, last_at, on_written=lambda: spool.release(upto),
-                                 wait=True)
+                                 wait=True, run_file=run_file)
         with self.lock:
             row.parse = parse
             row.last_activity = last_at
-            for record in records:
-                if record.file_path:
-                    run.want_run_file(record.seq, record.file_path)
+            if run_file is not None:
+                run.want_run_file(*run_file)
+        if run_file is not None:
+            # A copy of the row another thread took before the line above may be written after
+            # the records; this one, newer, goes after it.
+            self.journal.put_run(row)
         return Result(Outcome.DELIVERED, records=records)
 
     def _lines(self, run: RunProgress, chunks):

@@ -721,13 +721,17 @@ class Journal:
 
     def put_records(self, run_key: str, records: Sequence[RecordRow], parse: Optional[ParseState] = None,
                     last_activity: Optional[float] = None, on_written: Optional[Callable[[], None]] = None,
-                    wait: bool = False) -> bool:
-        """Records formed from the output, with the parse position they lead to, atomically.
+                    wait: bool = False, run_file: Optional[Tuple[int, str]] = None) -> bool:
+        """Records formed from the output, with the parse position they lead to and the run's
+        File they make owed (`run_file`: the latest printed file's seq and path), atomically.
         `wait`: return once they are in the file (True), or waiting in memory (False)."""
         statements = []
         if parse is not None:
             statements.append(("UPDATE runs SET parse=?, last_activity=max(last_activity, ?) WHERE run_key=?",
                                (parse.dump(), last_activity or 0.0, run_key)))
+        if run_file is not None:
+            statements.append(("UPDATE runs SET run_file=?, run_file_state=?, run_file_answer=NULL WHERE run_key=?",
+                               (json.dumps(list(run_file)), int(ItemState.PENDING), run_key)))
         return self._submit(_Op(statements, {r.log_key: _record_values(r) for r in records}, on_written), wait)
 
     def set_record(self, record: RecordRow) -> None:

@@ -510,6 +510,21 @@ def test_the_runs_file_upload_refused_is_kept(journal, tmp_path, make_engine):
     assert run.row.final.state is ItemState.DELIVERED
 
 
+
+@pytest.mark.parametrize("halted_on", ["IL_FILE", "IR_FILE"])
+def test_a_printed_file_owed_to_the_run_is_in_the_journal_when_sending_stops(journal, tmp_path, make_engine,
+                                                                             halted_on):
+    """The parse that finds a printed file makes the run's File owed; that is in the journal with
+    the records at once, not only when a later run-level item is written (a 401 may come first)."""
+    api = FakeOneVizion()
+    path = with_file(tmp_path)
+    api.script("upload", E401, when=lambda a: a["field"] == halted_on)
+    run = wrapper_run(journal, tmp_path, lines=["a"], files=[path])
+    assert not deliver(make_engine(api), run)
+    kept = journal.run("INT-1-run")
+    assert kept.run_file == (2, path) and kept.run_file_state is ItemState.PENDING
+
+
 # -- the final status and runs known by key ---------------------------------------------------------------
 
 def known_run(journal, key="INT-1-known", trackor_id=None, final=True):
