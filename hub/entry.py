@@ -66,8 +66,7 @@ def exit_now(code):
     and connections are closed (hub.context.run_script); the streams are flushed here. Should
     a thread that is not a daemon still run, the process ends the usual way instead."""
     import threading
-    if threading.active_count() > 1 and any(not t.daemon for t in threading.enumerate()
-                                            if t is not threading.current_thread()):
+    if any(not t.daemon for t in threading.enumerate() if t is not threading.current_thread()):
         return code
     code = code if isinstance(code, int) else (0 if code is None else 1)
     for stream in (sys.stdout, sys.stderr):
