@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -95,6 +96,9 @@ class Context:
     _api: object = None
     _engine: object = None
     closers: List[Callable[[], None]] = field(default_factory=list)
+    # Set when the hub closes: a takeover of older runs on another thread stops at the next run
+    # instead of reaching for a journal and an engine that are going away.
+    closing: threading.Event = field(default_factory=threading.Event)
 
     @property
     def api(self):
@@ -244,6 +248,8 @@ class Context:
             keys_found = []
         adopted = []
         for row in self.journal.runs():
+            if self.closing.is_set():
+                break
             if keys is not None and row.run_key not in keys:
                 continue
             if self.owner.alive(row.owner) or not self.journal.claim(row.run_key, row.owner, self.owner.id):
@@ -309,6 +315,8 @@ class Context:
             rows += self.journal.loose(refused=True)
         found_keys = []
         for loose in rows:
+            if self.closing.is_set():
+                break
             at_text = self.now_text(loose["at"])[:19]
             try:
                 target = self._loose_target(loose, at_text)
@@ -365,6 +373,7 @@ class Context:
         return None
 
     def close(self) -> None:
+        self.closing.set()
         for closer in reversed(self.closers):
             try:
                 closer()

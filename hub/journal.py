@@ -451,10 +451,15 @@ class Journal:
                 except sqlite3.Error:
                     pass
                 self._vacuum(keep=0)
-        for db in (self._wdb, self.db):
-            if db is not None:
-                db.close()   # the last connection to close removes the WAL
-        self._wdb = self.db = None
+            while self._writing:   # another thread's flush may be writing on the writer's connection
+                self.changed.wait(RETRY_SECONDS)
+            # Under the reading lock: a thread still reading (a takeover of older runs) must not
+            # have its connection closed under it (SQLite would crash the process); it finds none.
+            with self.lock:
+                for db in (self._wdb, self.db):
+                    if db is not None:
+                        db.close()   # the last connection to close removes the WAL
+                self._wdb = self.db = None
 
     def _queued(self) -> Tuple[int, List[str], List[str]]:
         """What waiting writes carry: (records OneVizion has not confirmed, runs whose row waits,

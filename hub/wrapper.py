@@ -31,6 +31,7 @@ SCRIPT = "IntegrationWrapper"
 M_ARENA_MAX = -8  # glibc mallopt parameter
 LOOKUPS_AT_ONCE = 8
 EXTRA_REPLAY_SECONDS = 5.0   # after its own runs, how long the wrapper gives older ones without progress
+ADOPTION_STOP_SECONDS = 3.0  # at exit, how long the wrapper waits for a takeover of older runs to stop
 HOLD_SECONDS = 600.0         # how long output that only this process holds keeps the wrapper from exiting
 
 
@@ -70,6 +71,9 @@ def wrap(ctx: context.Context, args) -> int:
     signals.install()
     adoption = threading.Thread(target=_adopt, args=(ctx,), name="replay", daemon=True)
     adoption.start()
+    # Closing stops the takeover at its next run (ctx.closing), and waits for it a little, so
+    # that an early exit (a lookup refused) does not pull the journal from under it.
+    ctx.closers.append(lambda: adoption.join(ADOPTION_STOP_SECONDS))
     try:
         found = look_up(ctx, selected)
         selected = select_control_process(ctx, selected, found, args.control_process)

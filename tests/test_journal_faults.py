@@ -628,6 +628,61 @@ def test_a_run_row_written_from_memory_never_moves_the_parse_position_back(tmp_p
         journal.close()
 
 
+def test_closing_waits_for_a_read_in_progress_and_a_later_read_finds_no_connection(tmp_path):
+    """A read on another thread (the wrapper's takeover of older runs) holds the reading
+    connection when the hub closes the journal: closing waits for it, because SQLite crashes the
+    process when a connection is closed under a running statement (a CI run died so, exit 139);
+    a read after the close finds no connection and gets nothing. A real journal file."""
+    import logging
+    from hub.journal import Conditions, Journal
+    from hub.state import Origin, RunRow
+    journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
+    journal.put_run(RunRow("R-1", "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0))
+    journal.flush()
+    reading, go_on, seen = threading.Event(), threading.Event(), []
+
+    def reader():
+        with journal.lock:   # what _rows holds while SQLite runs the statement
+            reading.set()
+            go_on.wait(30)
+            seen.append(journal.db is not None and journal.db.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert reading.wait(30)
+    closer = threading.Thread(target=journal.close)
+    closer.start()
+    closer.join(0.3)
+    assert closer.is_alive(), "the journal closed its connection under a read in progress"
+    go_on.set()
+    thread.join(30)
+    closer.join(30)
+    assert seen == [1] and not closer.is_alive()
+    assert journal.runs() == [] and journal.db is None
+
+
+def test_a_wrapper_that_exits_early_while_taking_over_an_older_run_leaves_it_whole(hub, capsys):
+    """The wrapper takes over earlier runs on a thread of its own while it looks its
+    integrations up; a lookup refused ends it at once (exit 3). Its close stops the takeover
+    and waits for it, instead of closing the journal under it (which crashed the process), and
+    the older run is still there, whole, for the next invocation."""
+    old = journal_owing_a_run(hub)
+    hub.sandbox.clear_faults()
+    hub.add_integration("RefusedLookup")
+    hub.sandbox.add_rule(method="GET", path=r"^/api/v3/trackor_types/Integration/trackors$",
+                         query_contains="RefusedLookup", status=403, body="Forbidden")
+    path = hub.integrations_file({"IntegrationName": "RefusedLookup", "ExecutablePath": "true", "Shell": True})
+    assert hub.wrapper(path) == 3
+    err = capsys.readouterr().err
+    assert "lacks permission (403)" in err and "Traceback" not in err, err
+    replay = hub.script("IntegrationWrapper.py", "--replay")
+    assert replay.returncode == 0, replay.stdout + replay.stderr + hub.hub_log()
+    assert re.search(r"0 records and 0 statuses remain", replay.stdout), replay.stdout
+    run = only_run(hub, old)
+    assert run["IR_STATUS"] == "Executed with Warnings" and run["IR_FINISH"]   # the child's exit 3
+    assert output_lines(hub, run["TRACKOR_KEY"]) == [f"line {n:06d}" for n in range(1, 501)]
+
+
 # == 4. A log folder that cannot be used: exit 2 before anything runs =========================
 
 WITHOUT_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]   # root, minus "ignore modes"
