@@ -37,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--lines", type=int, default=200_000, help="flood lines (default 200000)")
     parser.add_argument("--big-lines", type=int, default=1_000_000, help="big flood lines (default 1000000)")
     parser.add_argument("--reps", type=int, default=7, help="wrapped runs of each 200k flood (default 7; the "
-                                                            "1M floods get 3)")
+                                                            "1M floods get 5)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small floods, short streams, "
                                                              "10 integrations, one repetition")
     args = parser.parse_args(argv)
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     # A child's flood lasts 0.1 to 0.7 s: a single run of it is at the mercy of whatever else the
     # machine does, so it runs several times (bare runs interleaved with wrapped ones) and the ratio
     # is the median over the pairs (bench/measure.py says why).
-    args.big_reps, args.steady, args.many, args.helper_reps, args.trickle, args.startup_reps = 3, (2000, 8.0), \
+    args.big_reps, args.steady, args.many, args.helper_reps, args.trickle, args.startup_reps = 5, (2000, 8.0), \
         (50, 100), 9, (100, 0.1), 5
     args.baseline_lines = 1000
     if args.quick:
