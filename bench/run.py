@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of the Integration Hub: one command, one table, every figure beside its target.
 
-    python3 bench/run.py [--delays 0,20,100,300] [--lines 200000] [--big-lines 1000000] [--reps 7] [--quick]
+    python3 bench/run.py [--delays 0,20,100,300] [--lines 200000] [--big-lines 1000000] [--reps 11] [--quick]
 
 For each sandbox delay (a fresh `python3 -m sandbox --latency-ms D` on a free port, temp db) it
 runs the real scripts as processes, with an environment it sets itself (it removes PYTHONUNBUFFERED,
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--delays", default="0,20,100,300", help="sandbox latencies in ms (default 0,20,100,300)")
     parser.add_argument("--lines", type=int, default=200_000, help="flood lines (default 200000)")
     parser.add_argument("--big-lines", type=int, default=1_000_000, help="big flood lines (default 1000000)")
-    parser.add_argument("--reps", type=int, default=7, help="wrapped runs of each 200k flood (default 7; the "
+    parser.add_argument("--reps", type=int, default=11, help="wrapped runs of each 200k flood (default 11; the "
                                                             "1M floods get 5)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: small floods, short streams, "
                                                              "10 integrations, one repetition")
