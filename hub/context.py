@@ -116,8 +116,11 @@ class Context:
 
     @property
     def engine(self):
-        """The delivery engine, started on first use."""
+        """The delivery engine, started on first use (not once the hub closes: nothing would
+        stop it)."""
         if self._engine is None:
+            if self.closing.is_set():
+                raise HubError("the hub is closing: no delivery starts now")
             from hub.delivery import Engine
             from hub.retry import Backoff, RetryPolicy, Throttle
             backoff = Backoff(base=self.backoff_base,
@@ -255,6 +258,8 @@ class Context:
             if self.owner.alive(row.owner) or not self.journal.claim(row.run_key, row.owner, self.owner.id):
                 continue
             previous, row.owner = row.owner, self.owner.id
+            if self.closing.is_set():
+                break   # claimed, but this process exits: the next invocation finds its owner gone
             if self._delivered_before(row):
                 continue
             records = self.journal.records(row.run_key)
@@ -276,9 +281,13 @@ class Context:
                 run.retry_refused()
                 self.journal.put_records(row.run_key, [r for r in run.records.values()
                                                        if r.state is ItemState.PENDING])
+            if self.closing.is_set():
+                break
             self.journal.put_run(row)
             self.engine.add(run)
             adopted.append(row.run_key)
+        if self.closing.is_set():
+            return adopted
         return adopted + [k for k in keys_found if k not in adopted and k in self.engine.runs]
 
     def _delivered_before(self, row) -> bool:

@@ -45,6 +45,7 @@ VACUUM_PAGES = 256           # free pages (4 KiB each) kept for reuse while the 
 VACUUM_SECONDS = 1.0         # how often, at most, free pages beyond that are given back
 BUSY_SECONDS = 5.0           # how long a write waits for another process's lock before it is a condition
 CLOSE_WAIT_SECONDS = 30.0    # at exit, how long waiting writes wait for another process's lock to go
+WRITER_JOIN_SECONDS = 5.0    # at exit, how long the writer gets beyond the busy timeout to end its write
 # Test hook, never set in production: a shorter busy timeout, so a test can hold the journal
 # locked past it in seconds (the storage fault hook, HUB_TEST_STORAGE_FAULT, is in hub.spool).
 if os.environ.get("HUB_TEST_BUSY_SECONDS"):
@@ -326,6 +327,8 @@ class Journal:
         self._deleted = 0
         self._next_vacuum = 0.0
         self._stopping = False
+        self._closed = False                    # closed: a late write (a straggling thread's) is not taken
+        self._wdb_stale = False                 # the writer's connection is on a file set aside
         self._urgent = False                    # a caller waits for the queue to be written
         self._writing = 0                       # ops at the head of the queue being written now
         self._writer: Optional[threading.Thread] = None
@@ -399,14 +402,22 @@ class Journal:
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={VERSION}")
 
-    def _set_aside(self, exc: BaseException) -> bool:
-        for db in (self.db, self._wdb):
+    def _set_aside(self, exc: BaseException, writer_idle: bool = True) -> bool:
+        """Move a damaged file aside (a new one is started). `writer_idle` False: a read found the
+        damage, and the writer may be inside a write on its own connection; that connection is
+        only marked, and the writer closes it before its next write (closing it under a running
+        statement crashes the process) and writes the batch in flight again, to the new file."""
+        for db in (self.db, self._wdb) if writer_idle else (self.db,):
             if db is not None:
                 try:
                     db.close()
                 except sqlite3.Error:
                     pass
-        self.db = self._wdb = None
+        self.db = None
+        if writer_idle:
+            self._wdb = None
+        else:
+            self._wdb_stale = self._wdb is not None
         aside = f"{self.path}.damaged-{int(time.time())}"
         try:
             for suffix in ("", "-wal", "-shm"):
@@ -434,10 +445,16 @@ class Journal:
             self._stopping = True
             self.changed.notify_all()
         if self._writer is not None:
-            self._writer.join(self.busy_timeout + 5.0)
+            self._writer.join(self.busy_timeout + WRITER_JOIN_SECONDS)
         with self.changed:
             deadline = time.monotonic() + CLOSE_WAIT_SECONDS   # real time: a test's clock may stand still
-            while True:
+            # A writer still inside a batch past its join (a very slow disk) keeps its connection:
+            # writing the same batch again beside it, or closing the connection under it, would
+            # break its transaction or crash the process.
+            while self._writing and time.monotonic() < deadline:
+                self.changed.wait(RETRY_SECONDS)
+            writer_busy = bool(self._writing)
+            while not writer_busy:
                 if self.queue:
                     self._write_queued(force=True)
                 if not self.queue or self.condition != LOCKED or time.monotonic() >= deadline:
@@ -451,15 +468,19 @@ class Journal:
                 except sqlite3.Error:
                     pass
                 self._vacuum(keep=0)
-            while self._writing:   # another thread's flush may be writing on the writer's connection
-                self.changed.wait(RETRY_SECONDS)
+            self._closed = True
+            if writer_busy:
+                self.log.error("the journal's writer was still inside a write when the hub closed it; "
+                               "its connection is left to the process's exit")
             # Under the reading lock: a thread still reading (a takeover of older runs) must not
             # have its connection closed under it (SQLite would crash the process); it finds none.
             with self.lock:
-                for db in (self._wdb, self.db):
+                for db in (self.db,) if writer_busy else (self._wdb, self.db):
                     if db is not None:
                         db.close()   # the last connection to close removes the WAL
-                self._wdb = self.db = None
+                self.db = None
+                if not writer_busy:
+                    self._wdb = None
 
     def _queued(self) -> Tuple[int, List[str], List[str]]:
         """What waiting writes carry: (records OneVizion has not confirmed, runs whose row waits,
@@ -529,7 +550,7 @@ class Journal:
                     self._degrade(f"the journal reported {exc}")
                     return
             with self.lock:
-                if self._set_aside(exc):
+                if self._set_aside(exc, writer_idle=db is not None and db is self._wdb):
                     self._open(check=False)
             return
         condition = condition_of(exc)
@@ -544,6 +565,11 @@ class Journal:
         """Queue one write. `wait`: until it is in the file, or the journal is in a condition
         (then it waits in memory); True when it was written."""
         with self.changed:
+            if self._closed:
+                # Only a thread that outlived the hub's close writes now (its process is exiting):
+                # what it would write is what a crash at this moment loses, and recovery handles.
+                self.log.warning("a journal write after the journal was closed is not kept: %s", op.statements[:1])
+                return False
             self.queue.append(op)
             self.submitted += 1
             number = self.submitted
@@ -565,7 +591,7 @@ class Journal:
             while True:
                 while not self.queue and not self._stopping:
                     self.changed.wait(1.0)
-                if not self.queue:
+                if not self.queue or self._closed:
                     return
                 if self.condition is not None and self.clock() < self._next_try and not self._stopping:
                     self.changed.wait(max(0.01, self._next_try - self.clock()))
@@ -584,6 +610,16 @@ class Journal:
     def _write_queued(self, force: bool = False) -> None:
         """Write every queued op in one transaction (called with `changed` held; the lock is let
         go while SQLite works, so callers keep queueing)."""
+        if self._closed:
+            return
+        if self._wdb_stale:
+            self._wdb_stale = False
+            if self._wdb is not None:
+                try:
+                    self._wdb.close()
+                except sqlite3.Error:
+                    pass
+                self._wdb = None
         if self._wdb is None:
             try:
                 self._wdb = self._connect(check=False)
@@ -598,6 +634,8 @@ class Journal:
         finally:
             self.changed.acquire()
             self._writing = 0
+        if self._wdb_stale:
+            return   # a read set the file aside meanwhile: the batch went there; the next call writes it anew
         if error is not None:
             self._fault_writing(error, batch)
             return
