@@ -409,12 +409,14 @@ def spool_folder(log_dir: str, run_key: str) -> str:
 def close_abandoned(ctx: Context, row, previous_owner: Optional[str], spool) -> None:
     """A run whose wrapper died (kill -9, a reboot): closed with Warnings, saying from when
     output may be missing."""
+    # First, before anything is written: a hub closing meanwhile refuses the engine, and the
+    # run is then left whole for the next invocation (not half closed, closed twice after).
+    schema = ctx.engine.schema(RunProgress(row))
     last = row.last_activity or row.started_at
     pid = previous_owner.rsplit("-", 2)[-2] if previous_owner and previous_owner.count("-") >= 2 else "?"
     spool.note(V.ERROR, f"The wrapper (pid {pid}) stopped before the run ended; output after "
                         f"{ctx.now_text(last)} may be missing.")
     spool.end()
-    schema = ctx.engine.schema(RunProgress(row))
     row.output_open = False
     row.final.fields = {schema.run.status: schema.run.warnings, schema.run.finish: ctx.now_text(last)}
     row.final.state = ItemState.PENDING

@@ -328,7 +328,8 @@ class Journal:
         self._next_vacuum = 0.0
         self._stopping = False
         self._closed = False                    # closed: a late write (a straggling thread's) is not taken
-        self._wdb_stale = False                 # the writer's connection is on a file set aside
+        self._generation = 0                    # files set aside so far: the writer's connection knows its own
+        self._wdb_generation = 0
         self._urgent = False                    # a caller waits for the queue to be written
         self._writing = 0                       # ops at the head of the queue being written now
         self._writer: Optional[threading.Thread] = None
@@ -340,14 +341,14 @@ class Journal:
 
     # -- opening ------------------------------------------------------------------------------
 
-    def _open(self, check: bool) -> None:
+    def _open(self, check: bool, writer_idle: bool = True) -> None:
         try:
             try:
                 self.db = self._connect(check)
             except _Replaced:
                 self.db = self._connect(check)
         except Exception as exc:  # noqa: BLE001 - sorted below: damage, a condition, or neither
-            if is_damage(exc) and self._set_aside(exc):
+            if is_damage(exc) and self._set_aside(exc, writer_idle):
                 try:
                     self.db = self._connect(check)
                     return
@@ -405,8 +406,9 @@ class Journal:
     def _set_aside(self, exc: BaseException, writer_idle: bool = True) -> bool:
         """Move a damaged file aside (a new one is started). `writer_idle` False: a read found the
         damage, and the writer may be inside a write on its own connection; that connection is
-        only marked, and the writer closes it before its next write (closing it under a running
-        statement crashes the process) and writes the batch in flight again, to the new file."""
+        left open (closing it under a running statement crashes the process). The file's
+        generation tells the writer: it lets the connection go and writes the batch it was
+        writing again, to the new file."""
         for db in (self.db, self._wdb) if writer_idle else (self.db,):
             if db is not None:
                 try:
@@ -416,19 +418,21 @@ class Journal:
         self.db = None
         if writer_idle:
             self._wdb = None
-        else:
-            self._wdb_stale = self._wdb is not None
         aside = f"{self.path}.damaged-{int(time.time())}"
         try:
             for suffix in ("", "-wal", "-shm"):
                 if os.path.exists(self.path + suffix):
                     os.replace(self.path + suffix, aside + suffix)
         except OSError as failed:
+            self._generation += 1   # a part may have moved: the writer's connection is not to be trusted
             # Left where it is: the next open meets the same damage and the journal stays in a
             # condition (output waits in memory) rather than this raising out of a write.
             self.log.error("the journal is damaged (%s) and could not be moved aside: %s", exc, failed)
             self._degrade(f"the journal is damaged and could not be moved aside ({failed.strerror or failed})")
             return False
+        # After the move: a connection the writer opens from now on is to the new file, and one
+        # it opened before is known stale (a needless reopen is harmless).
+        self._generation += 1
         self.set_aside = aside
         self.reset_count += 1
         self.log.error("the journal was damaged and was moved aside to %s (it failed SQLite's integrity check: %s); "
@@ -448,12 +452,12 @@ class Journal:
             self._writer.join(self.busy_timeout + WRITER_JOIN_SECONDS)
         with self.changed:
             deadline = time.monotonic() + CLOSE_WAIT_SECONDS   # real time: a test's clock may stand still
-            # A writer still inside a batch past its join (a very slow disk) keeps its connection:
-            # writing the same batch again beside it, or closing the connection under it, would
-            # break its transaction or crash the process.
-            while self._writing and time.monotonic() < deadline:
-                self.changed.wait(RETRY_SECONDS)
-            writer_busy = bool(self._writing)
+            # A writer that outlived its join (a very slow disk) still writes what is queued (it
+            # was told to stop, and stops when the queue is empty): writing beside it, or closing
+            # its connection under it, would break its transaction or crash the process.
+            while self._writer is not None and self._writer.is_alive() and time.monotonic() < deadline:
+                self.changed.wait(0.05)
+            writer_busy = self._writer is not None and self._writer.is_alive()
             while not writer_busy:
                 if self.queue:
                     self._write_queued(force=True)
@@ -461,7 +465,7 @@ class Journal:
                     break
                 self.changed.wait(RETRY_SECONDS)
             if self.queue:
-                self._lost()
+                self._lost("its writer was still writing" if writer_busy else self.condition)
             elif self._wdb is not None:
                 try:   # not worth waiting for another process's lock at exit
                     self._wdb.execute("PRAGMA busy_timeout=100")
@@ -496,7 +500,7 @@ class Journal:
                     rows, dropped = [k for k in rows if k != key], dropped + [key]
         return records, sorted(set(rows)), sorted(set(dropped))
 
-    def _lost(self) -> None:
+    def _lost(self, why: Optional[str]) -> None:
         """Writes the journal never took, said on stderr: this process takes them with it. A
         delivered run whose removal is among them gets a mark (an empty file needs no disk
         space), so that the next invocation drops its row instead of closing it as abandoned."""
@@ -510,11 +514,11 @@ class Journal:
         if rows:
             what.append(f"the latest state of run{'s' if len(rows) != 1 else ''} {', '.join(rows)} (its final status)")
         self.log.error("the journal could not take %d writes before the hub exited (%s): %s", len(self.queue),
-                       self.condition, "; ".join(what + [f"delivered run {k} marked" for k in dropped])
+                       why, "; ".join(what + [f"delivered run {k} marked" for k in dropped])
                        or "bookkeeping only")
         if what:
             self.conditions.say(f"error: the journal could not keep {' and '.join(what)} before the hub exited "
-                                f"({self.condition}); the next invocation delivers the output its spool holds on "
+                                f"({why}); the next invocation delivers the output its spool holds on "
                                 f"disk, and closes a run it finds unfinished as abandoned")
 
     def delivered_mark(self, run_key: str) -> str:
@@ -550,8 +554,9 @@ class Journal:
                     self._degrade(f"the journal reported {exc}")
                     return
             with self.lock:
-                if self._set_aside(exc, writer_idle=db is not None and db is self._wdb):
-                    self._open(check=False)
+                writer_idle = db is not None and db is self._wdb
+                if self._set_aside(exc, writer_idle):
+                    self._open(check=False, writer_idle=writer_idle)
             return
         condition = condition_of(exc)
         if condition is None:
@@ -612,17 +617,17 @@ class Journal:
         go while SQLite works, so callers keep queueing)."""
         if self._closed:
             return
-        if self._wdb_stale:
-            self._wdb_stale = False
-            if self._wdb is not None:
-                try:
-                    self._wdb.close()
-                except sqlite3.Error:
-                    pass
-                self._wdb = None
+        if self._wdb is not None and self._wdb_generation != self._generation:
+            try:   # a read set the file aside: this connection is to the old one
+                self._wdb.close()
+            except sqlite3.Error:
+                pass
+            self._wdb = None
         if self._wdb is None:
+            generation = self._generation
             try:
                 self._wdb = self._connect(check=False)
+                self._wdb_generation = generation
             except Exception as exc:  # noqa: BLE001
                 self._fault_writing(exc)
                 return
@@ -634,8 +639,10 @@ class Journal:
         finally:
             self.changed.acquire()
             self._writing = 0
-        if self._wdb_stale:
-            return   # a read set the file aside meanwhile: the batch went there; the next call writes it anew
+        if self._wdb_generation != self._generation:
+            # A read set the file aside meanwhile: the batch went there; it is written again, to
+            # the new file (on a new connection), before anything counts it written.
+            return self._write_queued(force)
         if error is not None:
             self._fault_writing(error, batch)
             return

@@ -690,7 +690,7 @@ def test_a_writer_still_inside_a_write_at_close_keeps_its_connection_and_writes_
         assert inside.wait(30)
         journal.close()
         assert journal.db is None and journal._wdb is not None   # the writer's connection is left to it
-        assert any("could not keep" in text for text in said), said   # stderr says what may be lost
+        assert any("could not keep" in text and "its writer was still writing" in text for text in said), said
     finally:
         go_on.set()
     journal._writer.join(30)
@@ -699,6 +699,44 @@ def test_a_writer_still_inside_a_write_at_close_keeps_its_connection_and_writes_
     db = sqlite3.connect(os.path.join(str(tmp_path), "journal.sqlite3"))
     try:
         assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    finally:
+        db.close()
+
+
+def test_a_writer_past_its_join_that_ends_during_close_writes_the_rest_alone(tmp_path, monkeypatch):
+    """The writer outlives its join inside a slow write, with more queued behind it, and ends
+    its write while close waits: it writes the rest itself and ends, and close does not write
+    beside it (that wrote the same ops twice at once and closed the connection under it)."""
+    import logging
+    import hub.journal as journal_mod
+    from hub.journal import Conditions, Journal
+    from hub.state import Origin, RunRow
+    monkeypatch.setattr(journal_mod, "WRITER_JOIN_SECONDS", 0.1)
+    said, failures = [], []
+    monkeypatch.setattr(threading, "excepthook", lambda hook: failures.append(hook.exc_value))
+    journal = Journal(str(tmp_path), "installation", Conditions(said.append, logging.getLogger("test")), busy_timeout=0.1)
+    inside, go_on, real, writers = threading.Event(), threading.Event(), Journal._write_batch, []
+
+    def slow(self, batch):
+        writers.append((threading.current_thread().name, [args[0] for op in batch for _, args in op.statements]))
+        if threading.current_thread().name == "journal-writer" and not go_on.is_set():
+            inside.set()
+            go_on.wait(30)
+        return real(self, batch)
+
+    monkeypatch.setattr(Journal, "_write_batch", slow)
+    row = lambda key: RunRow(key, "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
+    journal.put_run(row("R-1"))
+    assert inside.wait(30)
+    journal.put_run(row("R-2"))   # queued behind the slow write
+    threading.Timer(0.3, go_on.set).start()   # the slow write ends while close waits for the writer
+    journal.close()
+    assert failures == [] and not any("could not keep" in text for text in said), (failures, said)
+    assert {name for name, _ in writers} == {"journal-writer"}, writers   # close wrote nothing itself
+    assert journal.db is None and journal._wdb is None
+    db = sqlite3.connect(os.path.join(str(tmp_path), "journal.sqlite3"))
+    try:
+        assert [key for key, in db.execute("SELECT run_key FROM runs ORDER BY run_key")] == ["R-1", "R-2"]
     finally:
         db.close()
 
@@ -737,6 +775,38 @@ def test_damage_a_read_finds_while_the_writer_writes_leaves_the_writers_connecti
     assert journal.flush()
     assert journal._wdb is not writing_on
     assert [r.run_key for r in journal.runs()] == ["R-1", "R-2"]   # the write in flight, again, in the new file
+    journal.close()
+
+
+def test_damage_a_read_finds_while_the_writer_connects_sends_its_writes_to_the_new_file(tmp_path, monkeypatch):
+    """A read sets the damaged file aside while the writer is opening its connection to it: the
+    writer learns that its connection is to the old file, and its writes go to the new one."""
+    import logging
+    from hub.journal import Conditions, Journal
+    from hub.state import Origin, RunRow
+    journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
+    connected, go_on, real = threading.Event(), threading.Event(), Journal._connect
+
+    def slow(self, check):
+        db = real(self, check)
+        if threading.current_thread().name == "journal-writer" and not go_on.is_set():
+            connected.set()
+            go_on.wait(30)
+        return db
+
+    monkeypatch.setattr(Journal, "_connect", slow)
+    row = lambda key: RunRow(key, "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
+    try:
+        journal.put_run(row("R-1"))
+        assert connected.wait(30)   # the writer holds a connection to the file about to be set aside
+        with journal.lock:
+            assert journal._set_aside(sqlite3.DatabaseError("database disk image is malformed"), writer_idle=False)
+            journal._open(check=False, writer_idle=False)
+    finally:
+        go_on.set()
+    journal.put_run(row("R-2"))
+    assert journal.flush()
+    assert [r.run_key for r in journal.runs()] == ["R-1", "R-2"]
     journal.close()
 
 
