@@ -628,6 +628,52 @@ def test_a_run_row_written_from_memory_never_moves_the_parse_position_back(tmp_p
         journal.close()
 
 
+class HeldWriter:
+    """A real journal file whose writer thread is held inside one method (`_write_batch`, or
+    `_connect` after it connected) until `go_on` is set: the moment a race needs, made certain.
+    `calls` says which thread called the method, with the run keys it wrote."""
+
+    def __init__(self, tmp_path, monkeypatch, method: str = "_write_batch", busy_timeout=None):
+        import logging
+        from hub.journal import Conditions, Journal
+        self.said, self.calls = [], []
+        self.inside, self.go_on = threading.Event(), threading.Event()
+        self.journal = Journal(str(tmp_path), "installation", Conditions(self.said.append, logging.getLogger("test")),
+                               busy_timeout=busy_timeout)
+        self.path = os.path.join(str(tmp_path), "journal.sqlite3")
+        real = getattr(Journal, method)
+
+        def held(journal, *args, **kwargs):
+            name = threading.current_thread().name
+            if method == "_write_batch":
+                self.calls.append((name, [a[0] for op in args[0] for _, a in op.statements]))
+            result = real(journal, *args, **kwargs) if method == "_connect" else None
+            if name == "journal-writer" and not self.go_on.is_set():
+                self.inside.set()
+                self.go_on.wait(30)
+            return result if method == "_connect" else real(journal, *args, **kwargs)
+
+        monkeypatch.setattr(Journal, method, held)
+
+    @staticmethod
+    def row(key: str):
+        from hub.state import Origin, RunRow
+        return RunRow(key, "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
+
+    def run_keys_in_file(self):
+        db = sqlite3.connect(self.path)
+        try:
+            return [key for key, in db.execute("SELECT run_key FROM runs ORDER BY run_key")]
+        finally:
+            db.close()
+
+    def set_aside_by_a_read(self):
+        """What _rows does when SQLite says the file is malformed."""
+        with self.journal.lock:
+            assert self.journal._set_aside(sqlite3.DatabaseError("database disk image is malformed"), writer_idle=False)
+            self.journal._open(check=False, writer_idle=False)
+
+
 def test_closing_waits_for_a_read_in_progress_and_a_later_read_finds_no_connection(tmp_path):
     """A read on another thread (the wrapper's takeover of older runs) holds the reading
     connection when the hub closes the journal: closing waits for it, because SQLite crashes the
@@ -635,9 +681,8 @@ def test_closing_waits_for_a_read_in_progress_and_a_later_read_finds_no_connecti
     a read after the close finds no connection and gets nothing. A real journal file."""
     import logging
     from hub.journal import Conditions, Journal
-    from hub.state import Origin, RunRow
     journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
-    journal.put_run(RunRow("R-1", "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0))
+    journal.put_run(HeldWriter.row("R-1"))
     journal.flush()
     reading, go_on, seen = threading.Event(), threading.Event(), []
 
@@ -666,112 +711,64 @@ def test_closing_waits_for_a_read_in_progress_and_a_later_read_finds_no_connecti
 def test_a_writer_still_inside_a_write_at_close_keeps_its_connection_and_writes_once(tmp_path, monkeypatch):
     """The writer thread outlives its join at close, inside a write (a very slow disk): close
     neither writes the same batch again beside it nor closes its connection under it (either
-    broke its transaction or crashed the process); the batch is written once, by the writer.
-    A real journal file; only the writer's write is held back."""
-    import logging
+    broke its transaction or crashed the process); the batch is written once, by the writer."""
     import hub.journal as journal_mod
-    from hub.journal import Conditions, Journal
-    from hub.state import Origin, RunRow
     monkeypatch.setattr(journal_mod, "WRITER_JOIN_SECONDS", 0.1)
     monkeypatch.setattr(journal_mod, "CLOSE_WAIT_SECONDS", 0.3)
-    said = []
-    journal = Journal(str(tmp_path), "installation", Conditions(said.append, logging.getLogger("test")), busy_timeout=0.1)
-    inside, go_on, real = threading.Event(), threading.Event(), Journal._write_batch
-
-    def slow(self, batch):
-        if threading.current_thread().name == "journal-writer":
-            inside.set()
-            go_on.wait(30)
-        return real(self, batch)
-
-    monkeypatch.setattr(Journal, "_write_batch", slow)
-    journal.put_run(RunRow("R-1", "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0))
+    held = HeldWriter(tmp_path, monkeypatch, busy_timeout=0.1)
+    journal = held.journal
+    journal.put_run(held.row("R-1"))
     try:
-        assert inside.wait(30)
+        assert held.inside.wait(30)
         journal.close()
         assert journal.db is None and journal._wdb is not None   # the writer's connection is left to it
-        assert any("could not keep" in text and "its writer was still writing" in text for text in said), said
+        assert any("could not keep" in text and "its writer was still writing" in text for text in held.said), held.said
     finally:
-        go_on.set()
+        held.go_on.set()
     journal._writer.join(30)
     assert not journal._writer.is_alive() and journal.written == 1
     journal._wdb.close()
-    db = sqlite3.connect(os.path.join(str(tmp_path), "journal.sqlite3"))
-    try:
-        assert db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
-    finally:
-        db.close()
+    assert held.run_keys_in_file() == ["R-1"]
 
 
 def test_a_writer_past_its_join_that_ends_during_close_writes_the_rest_alone(tmp_path, monkeypatch):
     """The writer outlives its join inside a slow write, with more queued behind it, and ends
     its write while close waits: it writes the rest itself and ends, and close does not write
     beside it (that wrote the same ops twice at once and closed the connection under it)."""
-    import logging
     import hub.journal as journal_mod
-    from hub.journal import Conditions, Journal
-    from hub.state import Origin, RunRow
     monkeypatch.setattr(journal_mod, "WRITER_JOIN_SECONDS", 0.1)
-    said, failures = [], []
+    failures = []
     monkeypatch.setattr(threading, "excepthook", lambda hook: failures.append(hook.exc_value))
-    journal = Journal(str(tmp_path), "installation", Conditions(said.append, logging.getLogger("test")), busy_timeout=0.1)
-    inside, go_on, real, writers = threading.Event(), threading.Event(), Journal._write_batch, []
-
-    def slow(self, batch):
-        writers.append((threading.current_thread().name, [args[0] for op in batch for _, args in op.statements]))
-        if threading.current_thread().name == "journal-writer" and not go_on.is_set():
-            inside.set()
-            go_on.wait(30)
-        return real(self, batch)
-
-    monkeypatch.setattr(Journal, "_write_batch", slow)
-    row = lambda key: RunRow(key, "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
-    journal.put_run(row("R-1"))
-    assert inside.wait(30)
-    journal.put_run(row("R-2"))   # queued behind the slow write
-    threading.Timer(0.3, go_on.set).start()   # the slow write ends while close waits for the writer
+    held = HeldWriter(tmp_path, monkeypatch, busy_timeout=0.1)
+    journal = held.journal
+    journal.put_run(held.row("R-1"))
+    assert held.inside.wait(30)
+    journal.put_run(held.row("R-2"))   # queued behind the slow write
+    threading.Timer(0.3, held.go_on.set).start()   # the slow write ends while close waits for the writer
     journal.close()
-    assert failures == [] and not any("could not keep" in text for text in said), (failures, said)
-    assert {name for name, _ in writers} == {"journal-writer"}, writers   # close wrote nothing itself
+    assert failures == [] and not any("could not keep" in text for text in held.said), (failures, held.said)
+    assert {name for name, _ in held.calls} == {"journal-writer"}, held.calls   # close wrote nothing itself
     assert journal.db is None and journal._wdb is None
-    db = sqlite3.connect(os.path.join(str(tmp_path), "journal.sqlite3"))
-    try:
-        assert [key for key, in db.execute("SELECT run_key FROM runs ORDER BY run_key")] == ["R-1", "R-2"]
-    finally:
-        db.close()
+    assert held.run_keys_in_file() == ["R-1", "R-2"]
 
 
 def test_damage_a_read_finds_while_the_writer_writes_leaves_the_writers_connection_to_it(tmp_path, monkeypatch):
     """A read finds the journal damaged while the writer thread is inside a write: the file is
     set aside and a new one started, but the writer's connection is not closed under it (that
     crashes the process); the writer lets it go and writes what it was writing again, to the new
-    file. A real journal file; the damage is what _fault hands over, the writer's write held."""
-    import logging
-    from hub.journal import Conditions, Journal
-    from hub.state import Origin, RunRow
-    journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
-    inside, go_on, real = threading.Event(), threading.Event(), Journal._write_batch
-
-    def slow(self, batch):
-        if threading.current_thread().name == "journal-writer" and not go_on.is_set():
-            inside.set()
-            go_on.wait(30)
-        return real(self, batch)
-
-    monkeypatch.setattr(Journal, "_write_batch", slow)
-    row = lambda key: RunRow(key, "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
+    file. The damage is what _fault hands over."""
+    held = HeldWriter(tmp_path, monkeypatch)
+    journal = held.journal
     try:
-        journal.put_run(row("R-1"))
-        assert inside.wait(30)
+        journal.put_run(held.row("R-1"))
+        assert held.inside.wait(30)
         writing_on = journal._wdb
-        with journal.lock:   # what _rows does when SQLite says the file is malformed
-            assert journal._set_aside(sqlite3.DatabaseError("database disk image is malformed"), writer_idle=False)
-            journal._open(check=False)
+        held.set_aside_by_a_read()
         assert journal._wdb is writing_on and journal.db is not None
         writing_on.execute("SELECT 1")   # still open: the writer's statement may be running on it
     finally:
-        go_on.set()
-    journal.put_run(row("R-2"))
+        held.go_on.set()
+    journal.put_run(held.row("R-2"))
     assert journal.flush()
     assert journal._wdb is not writing_on
     assert [r.run_key for r in journal.runs()] == ["R-1", "R-2"]   # the write in flight, again, in the new file
@@ -781,30 +778,15 @@ def test_damage_a_read_finds_while_the_writer_writes_leaves_the_writers_connecti
 def test_damage_a_read_finds_while_the_writer_connects_sends_its_writes_to_the_new_file(tmp_path, monkeypatch):
     """A read sets the damaged file aside while the writer is opening its connection to it: the
     writer learns that its connection is to the old file, and its writes go to the new one."""
-    import logging
-    from hub.journal import Conditions, Journal
-    from hub.state import Origin, RunRow
-    journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
-    connected, go_on, real = threading.Event(), threading.Event(), Journal._connect
-
-    def slow(self, check):
-        db = real(self, check)
-        if threading.current_thread().name == "journal-writer" and not go_on.is_set():
-            connected.set()
-            go_on.wait(30)
-        return db
-
-    monkeypatch.setattr(Journal, "_connect", slow)
-    row = lambda key: RunRow(key, "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0)
+    held = HeldWriter(tmp_path, monkeypatch, method="_connect")
+    journal = held.journal
     try:
-        journal.put_run(row("R-1"))
-        assert connected.wait(30)   # the writer holds a connection to the file about to be set aside
-        with journal.lock:
-            assert journal._set_aside(sqlite3.DatabaseError("database disk image is malformed"), writer_idle=False)
-            journal._open(check=False, writer_idle=False)
+        journal.put_run(held.row("R-1"))
+        assert held.inside.wait(30)   # the writer holds a connection to the file about to be set aside
+        held.set_aside_by_a_read()
     finally:
-        go_on.set()
-    journal.put_run(row("R-2"))
+        held.go_on.set()
+    journal.put_run(held.row("R-2"))
     assert journal.flush()
     assert [r.run_key for r in journal.runs()] == ["R-1", "R-2"]
     journal.close()
@@ -815,10 +797,9 @@ def test_a_write_after_close_is_not_taken_and_starts_no_writer(tmp_path):
     not open its file again behind the close, nor keep the write in memory for reads to wait on."""
     import logging
     from hub.journal import Conditions, Journal
-    from hub.state import Origin, RunRow
     journal = Journal(str(tmp_path), "installation", Conditions(lambda text: None, logging.getLogger("test")))
     journal.close()
-    journal.put_run(RunRow("R-1", "installation", "3", Origin.WRAPPER, {}, started_at=1.0, last_activity=1.0))
+    journal.put_run(HeldWriter.row("R-1"))
     assert journal._writer is None and journal.queue == [] and journal._wdb is None
     started = time.monotonic()
     assert journal.runs() == [] and journal.flush() is True
