@@ -19,7 +19,6 @@ import time
 from typing import Optional, Sequence
 
 from hub import cli, context, lookups
-from hub.console import print_out
 from hub import vocabulary as V
 from hub.answers import Kind
 from hub.errors import NotFoundError, UnreachableError, UsageError
@@ -224,9 +223,9 @@ def backlog(ctx: context.Context) -> None:
 
 def delivered(ctx: context.Context, record: RecordRow) -> int:
     ctx.log.info("record %s added to run %s", record.log_key, record.run_key)
-    if (ctx.args.print_id or (sys.stdout is not None and sys.stdout.isatty())) and not print_out(record.log_key):
-        ctx.console.error(f"the record's ID {record.log_key} could not be written to stdout (its reader is gone); "
-                          f"the record was added all the same")
+    wanted = ctx.args.print_id or (sys.stdout is not None and sys.stdout.isatty())
+    if wanted and not ctx.console.hand_over(record.log_key, f"the record's ID {record.log_key}",
+                                            "the record was added all the same"):
         return V.EXIT_WARNINGS
     return V.EXIT_OK
 

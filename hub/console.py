@@ -57,6 +57,14 @@ class Console:
     def error(self, text: str) -> None:
         self._write(text if text.startswith("error:") else f"error: {text}")
 
+    def hand_over(self, text: str, what: str, anyway: str) -> bool:
+        """Give the caller its one line on stdout (print_out). When stdout cannot take it, say on
+        stderr that `what` was not written and what was done `anyway`; False then."""
+        if print_out(text):
+            return True
+        self.error(f"{what} could not be written to stdout (its reader is gone); {anyway}")
+        return False
+
     def line(self, text: str) -> None:
         """A line printed whatever the level (the one error line of a failed script)."""
         self._write(text)

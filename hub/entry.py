@@ -76,7 +76,7 @@ def exit_now(code):
             stream.flush()
         except (IOError, OSError, ValueError):
             # What the helper printed is lost: that must not pass for success (exit 1, as for
-            # the line hub.console.print_out could not write).
+            # the line hub.console.Console.hand_over could not write).
             if stream is sys.stdout and code == 0:
                 code = 1
                 try:

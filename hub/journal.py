@@ -403,21 +403,27 @@ class Journal:
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={VERSION}")
 
+    def _let_go(self, writer_too: bool) -> None:
+        """Close the reading connection, and the writer's too unless the writer may be using it
+        (closing a connection under a running statement crashes the process). A close that fails
+        has nothing left to keep."""
+        for db in (self._wdb, self.db) if writer_too else (self.db,):
+            if db is not None:
+                try:
+                    db.close()   # the last connection to close removes the WAL
+                except sqlite3.Error:
+                    pass
+        self.db = None
+        if writer_too:
+            self._wdb = None
+
     def _set_aside(self, exc: BaseException, writer_idle: bool = True) -> bool:
         """Move a damaged file aside (a new one is started). `writer_idle` False: a read found the
         damage, and the writer may be inside a write on its own connection; that connection is
         left open (closing it under a running statement crashes the process). The file's
         generation tells the writer: it lets the connection go and writes the batch it was
         writing again, to the new file."""
-        for db in (self.db, self._wdb) if writer_idle else (self.db,):
-            if db is not None:
-                try:
-                    db.close()
-                except sqlite3.Error:
-                    pass
-        self.db = None
-        if writer_idle:
-            self._wdb = None
+        self._let_go(writer_too=writer_idle)
         aside = f"{self.path}.damaged-{int(time.time())}"
         try:
             for suffix in ("", "-wal", "-shm"):
@@ -455,9 +461,10 @@ class Journal:
             # A writer that outlived its join (a very slow disk) still writes what is queued (it
             # was told to stop, and stops when the queue is empty): writing beside it, or closing
             # its connection under it, would break its transaction or crash the process.
-            while self._writer is not None and self._writer.is_alive() and time.monotonic() < deadline:
+            writer_alive = lambda: self._writer is not None and self._writer.is_alive()
+            while writer_alive() and time.monotonic() < deadline:
                 self.changed.wait(0.05)
-            writer_busy = self._writer is not None and self._writer.is_alive()
+            writer_busy = writer_alive()
             while not writer_busy:
                 if self.queue:
                     self._write_queued(force=True)
@@ -479,12 +486,7 @@ class Journal:
             # Under the reading lock: a thread still reading (a takeover of older runs) must not
             # have its connection closed under it (SQLite would crash the process); it finds none.
             with self.lock:
-                for db in (self.db,) if writer_busy else (self._wdb, self.db):
-                    if db is not None:
-                        db.close()   # the last connection to close removes the WAL
-                self.db = None
-                if not writer_busy:
-                    self._wdb = None
+                self._let_go(writer_too=not writer_busy)
 
     def _queued(self) -> Tuple[int, List[str], List[str]]:
         """What waiting writes carry: (records OneVizion has not confirmed, runs whose row waits,

@@ -9,7 +9,6 @@ import time
 from typing import Optional, Sequence
 
 from hub import cli, context, lookups
-from hub.console import print_out
 from hub import vocabulary as V
 from hub.adding_log import backlog, delivery_seconds
 from hub.answers import Kind
@@ -49,12 +48,10 @@ def start(ctx: context.Context, args) -> int:
                  create=Step({s.run.status: s.run.running, s.run.start: ctx.now_text(now)}, ItemState.PENDING),
                  last_run=Step({s.integration.last_run: ctx.now_text(now)}, ItemState.PENDING))
     ctx.journal.put_run(row, wait=True)
-    key_written = print_out(run_key)
+    # The run goes ahead either way (it is journaled); the caller only has to learn it did not get the key.
+    key_written = ctx.console.hand_over(run_key, f"the run key {run_key}", "the run is opened all the same")
     if not key_written:
-        # The run goes ahead (it is journaled); the caller only has to learn it did not get the key.
         ctx.log.error("run %s: its key could not be written to stdout", run_key)
-        ctx.console.error(f"the run key {run_key} could not be written to stdout (its reader is gone); "
-                          f"the run is opened all the same")
     code = deliver(ctx, RunProgress(row), what=f"run {run_key}")
     if code == V.EXIT_OK:
         ctx.log.info("run %s started by the RunController", run_key)
